@@ -1,0 +1,1 @@
+"""Gymnasium environments over the simulator (installed as openvica_sim.envs)."""

@@ -1,0 +1,171 @@
+"""`openvica`: roll out a simulator, inspect a bundle, make random bundles and synthetic seed frames.
+
+    openvica rollout --bundle BUNDLE --frames a.png b.png --steps 14 --out rollout.mp4
+    openvica rollout --bundle BUNDLE --video drive.mov --steps 14 --top-k 1000 --seed 0 --out rollout.mp4
+    openvica info --bundle BUNDLE
+    openvica bundle random --preset tiny --out BUNDLE
+    openvica synthetic frames --out seeds/ --frames 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args) or 0
+    except (FileNotFoundError, ValueError, TypeError) as e:  # user errors: one clear line, no traceback
+        print(f"openvica: error: {e}", file=sys.stderr)
+        return 1
+
+
+def rollout(args) -> int:
+    import torch
+
+    from .bundle import load_bundle
+    from .sampling import derive_seeds
+    from .simulator import Simulator
+    from .video_io import read_image, read_video, write_contact_sheet, write_video
+
+    if args.frames:
+        seeds = np.stack([read_image(p) for p in args.frames])
+    else:
+        seeds = read_video(args.video, fps=args.video_fps)[-args.seed_frames:] if args.seed_frames else read_video(
+            args.video, fps=args.video_fps)
+    if len(seeds) < 2:
+        raise ValueError(f"need at least 2 seed frames, got {len(seeds)} from {args.frames or args.video}")
+    if len({s.shape for s in seeds}) != 1:
+        raise ValueError(f"seed frames differ in size: {[s.shape for s in seeds]}")
+    torch.set_grad_enabled(False)
+    started = time.perf_counter()
+    bundle = load_bundle(args.bundle, device=args.device)
+    sim = Simulator(bundle, top_k=args.top_k, temperature=args.temperature,
+                    decoder={"vdec": "video_decoder", "dec": "tokenizer", None: None}[args.decoder])
+    loaded = time.perf_counter()
+    out = sim.rollout(seeds[None], args.steps, seeds=derive_seeds(args.seed, 1), progress=True)
+    done = time.perf_counter()
+    seed_view = _model_view(seeds)
+    video = np.concatenate([seed_view, out.frames[0]])
+    out_path = write_video(args.out, video, fps=bundle.fps)
+    sheet = Path(args.sheet) if args.sheet else Path(args.out).with_suffix(".png")
+    write_contact_sheet(sheet, [video], num_seed_frames=len(seed_view),
+                        labels=[f"{Path(args.bundle).name}: {len(seed_view)} seed + {args.steps} predicted frames, "
+                                f"top-k {args.top_k}, seed {args.seed}"])
+    print(json.dumps({"video": str(out_path), "contact_sheet": str(sheet), "seed_frames": len(seed_view),
+                      "frames": args.steps, "load_s": round(loaded - started, 2), "rollout_s": round(done - loaded, 2),
+                      "surprise_per_frame": np.round(out.surprise[0], 3).tolist()}))
+    return 0
+
+
+def info(args) -> int:
+    from .bundle import read_meta
+
+    meta = read_meta(args.bundle)
+    sizes = {p.name: sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+             for p in Path(args.bundle).iterdir() if p.is_dir()}
+    meta["bytes"] = {**sizes, "total": sum(sizes.values())}
+    if args.params:
+        from .bundle import load_bundle
+
+        bundle = load_bundle(args.bundle)
+        count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+        meta["parameters"] = {
+            "tokenizer_encoder": sum(p.numel() for p in bundle.tokenizer.encoder_parameters()),
+            "tokenizer_decoder": sum(p.numel() for p in bundle.tokenizer.decoder_parameters()),
+            "world_model": count(bundle.world_model),
+            "video_decoder": count(bundle.video_decoder) if bundle.video_decoder is not None else 0}
+    print(json.dumps(meta, indent=2))
+    return 0
+
+
+def bundle_random(args) -> int:
+    from .bundle import create_random_bundle, save_bundle
+
+    bundle = create_random_bundle(args.preset, seed=args.seed, action_conditioned=args.action_conditioned)
+    print(f"wrote random {args.preset} bundle to {save_bundle(bundle, args.out)} (random weights: its video is noise)")
+    return 0
+
+
+def synthetic_frames(args) -> int:
+    from .data.synthetic import Drive, render_clip
+    from .video_io import write_image
+
+    frames = render_clip(Drive(speed_mps=args.speed, yaw_rate_rps=args.yaw_rate, timeofday=args.timeofday),
+                         args.frames)
+    out = Path(args.out)
+    for i, frame in enumerate(frames):
+        write_image(out / f"{i:06d}.png", frame)
+    print(f"wrote {len(frames)} synthetic frames to {out}/")
+    return 0
+
+
+def _model_view(frames: np.ndarray) -> np.ndarray:
+    """The seed frames as the model sees them (scaled, centre-cropped), for the video and the sheet."""
+    from .frames import postprocess, preprocess
+
+    return postprocess(preprocess(frames))
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="openvica", description="openvica-sim: a learned driving simulator "
+                                "(tokenizer + world model + video decoder, after OpenViCA).")
+    sub = p.add_subparsers(title="commands")
+
+    r = sub.add_parser("rollout", help="continue seed frames into a driving video (mp4 + contact sheet)",
+                       description="Tokenize 2+ seed frames, let the world model predict the next frames "
+                       "(0.25 s each), decode them, and write an mp4 at 4 fps plus a PNG contact sheet.")
+    r.add_argument("--bundle", required=True, help="simulator bundle folder (openvica.json inside)")
+    src = r.add_mutually_exclusive_group(required=True)
+    src.add_argument("--frames", nargs="+", metavar="IMAGE", help="seed frames, oldest first (PNG/JPG, any size)")
+    src.add_argument("--video", help="seed video (mp4/mov); its last --seed-frames frames at --video-fps are used")
+    r.add_argument("--seed-frames", type=int, default=2, help="frames of --video to seed with (default 2, the paper's T)")
+    r.add_argument("--video-fps", type=float, default=4.0, help="rate at which --video is sampled (default 4)")
+    r.add_argument("--steps", type=int, default=14, help="frames to predict (default 14, the paper's N)")
+    r.add_argument("--top-k", type=int, default=1000, help="top-k sampling (default 1000, paper Table V)")
+    r.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0 = greedy)")
+    r.add_argument("--seed", type=int, default=0, help="sampler seed: same seed, same video")
+    r.add_argument("--decoder", choices=["vdec", "dec"], default=None,
+                   help="vdec: 3D video decoder (default when present); dec: image decoder (TOK+WM+DEC)")
+    r.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    r.add_argument("--out", default="rollout.mp4", help="output mp4 (default rollout.mp4)")
+    r.add_argument("--sheet", default=None, help="contact sheet PNG (default: --out with .png)")
+    r.set_defaults(run=rollout)
+
+    i = sub.add_parser("info", help="print a bundle's openvica.json, sizes and (--params) parameter counts")
+    i.add_argument("--bundle", required=True)
+    i.add_argument("--params", action="store_true", help="load the models and count their parameters")
+    i.set_defaults(run=info)
+
+    b = sub.add_parser("bundle", help="make bundles").add_subparsers(title="bundle commands")
+    br = b.add_parser("random", help="a bundle of randomly initialised models (tests, benchmarks)")
+    br.add_argument("--preset", default="tiny", help="tiny | test | lwm-7b (7B needs ~28 GB in fp32)")
+    br.add_argument("--out", required=True)
+    br.add_argument("--seed", type=int, default=0)
+    br.add_argument("--action-conditioned", action="store_true", help="reserve ego-command tokens (DESIGN.md)")
+    br.set_defaults(run=bundle_random)
+
+    s = sub.add_parser("synthetic", help="the synthetic driving world").add_subparsers(title="synthetic commands")
+    sf = s.add_parser("frames", help="render one synthetic clip as PNG frames (seed frames for demos)")
+    sf.add_argument("--out", required=True)
+    sf.add_argument("--frames", type=int, default=2)
+    sf.add_argument("--speed", type=float, default=12.0, help="ego speed, m/s")
+    sf.add_argument("--yaw-rate", type=float, default=0.05, help="ego yaw rate, rad/s")
+    sf.add_argument("--timeofday", default="day", choices=["day", "dusk", "night"])
+    sf.set_defaults(run=synthetic_frames)
+    return p
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""World model (WM): a LLaMA that predicts the next frame's tokens from a prompt and past frames (paper III-A b).
+
+LWM-Chat-1M keeps separate text and vision embeddings and heads; we merge them into ONE vocabulary
+(DESIGN.md) so the WM is a plain `transformers.LlamaForCausalLM` that peft, FSDP and vLLM take unchanged:
+
+    ids [0, V_text)                      text (the LLaMA-2 tokenizer's ids)
+    id  V_text + v, v < K                vision code v (K = codebook size)
+    id  V_text + K, V_text + K + 1       end-of-frame, end-of-vision
+    id  V_text + K + 2 + ...             ego-command ids (openvica_sim.actions), then unused ids
+
+A sequence is the fixed prompt, then per frame [ego command (2 ids, action-conditioned bundles only)]
++ n = 256 codes + end-of-frame, i.e. n' = 257 (or 259) ids per frame.
+
+Dimensions: B batch, L sequence length, D hidden size, K codebook size.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import LlamaConfig, LlamaForCausalLM
+
+CONFIG_NAME = "openvica_world_model.json"
+PROMPT = "You are a helpful assistant. USER: Generate a video of driving vehicles. ASSISTANT: <vision>"
+NUM_SPECIAL_VISION_IDS = 2  # end-of-frame, end-of-vision (LWM: vision ids 8192, 8193)
+
+
+@dataclass(frozen=True)
+class WorldModelConfig:
+    text_vocab_size: int = 32000  # LLaMA-2
+    codebook_size: int = 8192  # K, must equal the tokenizer's
+    vision_vocab_size: int = 8448  # LWM's vision vocabulary: 8192 codes + 2 specials + 254 spare ids
+    hidden_size: int = 4096
+    intermediate_size: int = 11008
+    num_layers: int = 32
+    num_heads: int = 32
+    num_kv_heads: int = 32
+    rope_theta: float = 50_000_000.0  # LWM-Chat-1M
+    rms_norm_eps: float = 1e-6  # LWM's LLaMAConfig default
+    max_position_embeddings: int = 1_048_576  # LWM-Chat-1M's context
+
+    def __post_init__(self):
+        if self.vision_vocab_size < self.codebook_size + NUM_SPECIAL_VISION_IDS:
+            raise ValueError(
+                f"vision_vocab_size={self.vision_vocab_size} cannot hold codebook_size={self.codebook_size} codes "
+                f"plus end-of-frame and end-of-vision; it must be at least {self.codebook_size + NUM_SPECIAL_VISION_IDS}")
+        if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
+            raise ValueError(f"hidden_size={self.hidden_size}, num_heads={self.num_heads} and "
+                             f"num_kv_heads={self.num_kv_heads} do not divide evenly")
+
+    @property
+    def vocab_size(self) -> int:
+        return self.text_vocab_size + self.vision_vocab_size
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    def vision_id(self, v: int | torch.Tensor) -> int | torch.Tensor:
+        """Merged-vocabulary id of vision token v."""
+        return self.text_vocab_size + v
+
+    @property
+    def end_of_frame_id(self) -> int:
+        return self.vision_id(self.codebook_size)
+
+    @property
+    def end_of_vision_id(self) -> int:
+        return self.vision_id(self.codebook_size + 1)
+
+    @property
+    def num_spare_vision_ids(self) -> int:
+        """Vision ids after the codes and the two specials: room for ego-command tokens."""
+        return self.vision_vocab_size - self.codebook_size - NUM_SPECIAL_VISION_IDS
+
+    def to_llama_config(self) -> LlamaConfig:
+        """The only place a `LlamaConfig` is built."""
+        return LlamaConfig(
+            vocab_size=self.vocab_size,
+            hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size,
+            num_hidden_layers=self.num_layers,
+            num_attention_heads=self.num_heads,
+            num_key_value_heads=self.num_kv_heads,
+            max_position_embeddings=self.max_position_embeddings,
+            rms_norm_eps=self.rms_norm_eps,
+            rope_theta=self.rope_theta,
+            tie_word_embeddings=False,  # LWM has separate heads
+            bos_token_id=1, eos_token_id=2, pad_token_id=0,
+        )
+
+
+PRESETS: dict[str, dict] = {
+    # LWM-Chat-1M: LLaMA-2 7B with the merged 32000 + 8448 vocabulary.
+    "lwm-7b": {},
+    # Same layout, small enough to train on the synthetic world and run 14 frames on 2 CPU cores in seconds.
+    # rope_theta 10k: trained from scratch on 16-frame windows, so LWM's 1M-context base buys nothing.
+    "tiny": dict(text_vocab_size=384, codebook_size=1024, vision_vocab_size=1216, hidden_size=256,
+                 intermediate_size=704, num_layers=4, num_heads=4, num_kv_heads=4, rope_theta=10_000.0,
+                 max_position_embeddings=8192),
+    # For unit tests only.
+    "test": dict(text_vocab_size=384, codebook_size=64, vision_vocab_size=200, hidden_size=64,
+                 intermediate_size=128, num_layers=2, num_heads=2, num_kv_heads=2, rope_theta=10_000.0,
+                 max_position_embeddings=8192),
+}
+
+
+class WorldModel(nn.Module):
+    """WM: a `LlamaForCausalLM` over the merged vocabulary, plus the layout of DESIGN.md."""
+
+    def __init__(self, config: WorldModelConfig, llama: LlamaForCausalLM | None = None):
+        super().__init__()
+        self.config = config
+        self.llama = llama if llama is not None else LlamaForCausalLM(config.to_llama_config())
+
+    def hidden_states(self, input_ids: torch.Tensor, cache=None) -> torch.Tensor:
+        """Last-layer hidden states (B, L, D); appends to `cache` (a transformers Cache) when given."""
+        out = self.llama.model(input_ids=input_ids, cache=cache, use_cache=cache is not None)
+        return out.last_hidden_state
+
+    def code_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits over the K codes only, (..., D) -> (..., K).
+
+        At a code position the only valid continuations are codes (end-of-frame and ego ids are forced),
+        so the engine samples from, and measures surprise under, the head's code rows alone: 1/5 of the
+        full head's work for LWM's 40448-id vocabulary.
+        """
+        start = self.config.text_vocab_size
+        weight = self.llama.lm_head.weight[start:start + self.config.codebook_size]  # (K, D)
+        return hidden @ weight.t()
+
+    def forward(self, input_ids: torch.Tensor, cache=None) -> torch.Tensor:
+        """Full-vocabulary logits (B, L, V), as used for training."""
+        return self.llama(input_ids=input_ids, cache=cache, use_cache=cache is not None).logits
+
+    # ---- files -----------------------------------------------------------------------------------
+    def save_pretrained(self, path: str | Path) -> None:
+        """A standard transformers folder (config.json + safetensors) plus our config."""
+        path = Path(path)
+        self.llama.save_pretrained(path, safe_serialization=True)
+        (path / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu",
+                        dtype: torch.dtype = torch.float32, adapter: str | Path | None = None) -> "WorldModel":
+        """Load a world-model folder; merge a peft LoRA adapter folder into it when one is given.
+
+        Raises:
+            FileNotFoundError: `path` (or `adapter`) is not a model folder.
+            ValueError: the folder's vocabulary does not fit our config.
+        """
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{path} is not a world-model folder: no config.json")
+        if not (path / CONFIG_NAME).is_file():
+            raise FileNotFoundError(f"{path} has no {CONFIG_NAME}: convert LWM checkpoints with `openvica convert lwm`")
+        config = WorldModelConfig(**json.loads((path / CONFIG_NAME).read_text()))
+        llama = LlamaForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True, local_files_only=True)
+        if llama.config.vocab_size != config.vocab_size:
+            raise ValueError(f"{path}/config.json has vocab_size={llama.config.vocab_size} but {CONFIG_NAME} "
+                             f"says {config.text_vocab_size} text + {config.vision_vocab_size} vision = {config.vocab_size}")
+        if adapter is not None:
+            llama = _merge_adapter(llama, Path(adapter))
+        return cls(config, llama).to(device).eval()
+
+
+def create_world_model(preset: str = "tiny", seed: int = 0, dtype: torch.dtype = torch.float32,
+                       device: str | torch.device = "cpu", **overrides) -> WorldModel:
+    """A randomly initialised world model of a preset's shape (tests, benchmarks, from-scratch training)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown world-model preset {preset!r}; choose one of {sorted(PRESETS)}")
+    config = WorldModelConfig(**{**PRESETS[preset], **overrides})
+    torch.manual_seed(seed)
+    with torch.device(device):
+        llama = LlamaForCausalLM(config.to_llama_config()).to(dtype)
+    return WorldModel(config, llama).eval()
+
+
+def build_text_tokenizer(vocab_size: int = 384):
+    """A small byte-level BPE text tokenizer, built offline, for tiny and random world models.
+
+    The real WM uses LLaMA-2's tokenizer from the converted LWM folder; this one exists so that
+    small bundles store a text tokenizer of the same kind and the prompt path is always exercised.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<s>", "</s>"]  # LLaMA-2's ids 0, 1, 2
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator([PROMPT] * 4 + [PROMPT.lower()], trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+
+
+def encode_prompt(text_tokenizer, text_vocab_size: int, prompt: str = PROMPT) -> list[int]:
+    """Token ids of the fixed prompt, BOS included, as LWM's vision-generation code feeds it.
+
+    Raises:
+        ValueError: the tokenizer emits ids outside the world model's text vocabulary.
+    """
+    ids = list(text_tokenizer(prompt)["input_ids"])
+    if max(ids) >= text_vocab_size:
+        raise ValueError(f"the text tokenizer produced id {max(ids)} but the world model has only "
+                         f"{text_vocab_size} text ids; the tokenizer does not belong to this model")
+    return ids
+
+
+def _merge_adapter(llama: LlamaForCausalLM, adapter: Path) -> LlamaForCausalLM:
+    if not (adapter / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{adapter} is not a peft adapter folder: no adapter_config.json")
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(llama, adapter).merge_and_unload()
