@@ -34,11 +34,12 @@ def main(argv: list[str] | None = None) -> int:
 def rollout(args) -> int:
     import torch
 
-    from .bundle import load_bundle
+    from .bundle import load_bundle, read_meta
     from .sampling import derive_seeds
     from .simulator import Simulator
     from .video_io import read_image, read_video, write_contact_sheet, write_video
 
+    read_meta(args.bundle)  # a missing or wrong bundle fails before any work
     if args.frames:
         seeds = np.stack([read_image(p) for p in args.frames])
     else:

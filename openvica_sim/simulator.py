@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers.cache_utils import StaticCache
 
 from .bundle import Bundle
 from .frames import postprocess, preprocess
 from .metrics import surprise, token_log_probs
+from .models.world_model import KVCache
 from .sampling import sample_top_k
 
 MIN_SEED_FRAMES = 2  # the paper's T = 2; VDEC needs frame t-1 for the first emitted frame
@@ -56,56 +56,6 @@ class Rollout:
     tokens: np.ndarray  # (B, N, h, w) int64
     surprise: np.ndarray  # (B, N) float32
     seed_tokens: np.ndarray  # (B, T, h, w) int64
-
-
-class KVCache:
-    """A transformers `StaticCache` that the engine can fill, truncate, copy and gather.
-
-    Relies on transformers 5.x `StaticLayer`: per layer `keys`/`values` of shape (W, heads, max_len, head_dim)
-    and a `cumulative_length` tensor from which the model derives positions. Kept in this one class.
-    """
-
-    def __init__(self, llama_config, rows: int, max_len: int, dtype: torch.dtype, device: torch.device):
-        self.hf = StaticCache(config=llama_config, max_cache_len=max_len)
-        head_dim = llama_config.hidden_size // llama_config.num_attention_heads
-        self.hf.early_initialization(rows, llama_config.num_key_value_heads, head_dim, dtype, device)
-        self.rows, self.max_len = rows, max_len
-
-    @property
-    def length(self) -> int:
-        return int(self.hf.layers[0].cumulative_length)
-
-    def truncate(self, length: int) -> None:
-        """Forget everything after `length` positions; later writes overwrite it."""
-        for layer in self.hf.layers:
-            layer.cumulative_length.fill_(length)
-
-    def fill_prefix(self, kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        """Copy a batch-1 prefix (the prompt) into every row and truncate the cache to it."""
-        for layer, (k, v) in zip(self.hf.layers, kv):
-            layer.keys[:, :, :k.shape[2]] = k
-            layer.values[:, :, :v.shape[2]] = v
-        self.truncate(kv[0][0].shape[2])
-
-    def prefix(self, length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        return [(layer.keys[:1, :, :length].clone(), layer.values[:1, :, :length].clone()) for layer in self.hf.layers]
-
-    def gather(self, index: torch.Tensor) -> "KVCache":
-        """A new cache whose row i is row index[i] of this one (clone when index is arange)."""
-        new = KVCache.__new__(KVCache)
-        new.hf = StaticCache.__new__(StaticCache)
-        new.hf.__dict__.update(self.hf.__dict__)
-        new.hf.layers = []
-        for layer in self.hf.layers:
-            copy = layer.__class__.__new__(layer.__class__)
-            copy.__dict__.update(layer.__dict__)
-            copy.keys = layer.keys.index_select(0, index)
-            copy.values = layer.values.index_select(0, index)
-            copy.cumulative_length = layer.cumulative_length.clone()
-            copy.batch_size = len(index)
-            new.hf.layers.append(copy)
-        new.rows, new.max_len = len(index), self.max_len
-        return new
 
 
 @dataclass
@@ -191,7 +141,7 @@ class Simulator:
         seed_tokens = seed_tokens[rows]
         seeds_t = torch.tensor([int(s) for s in seeds], dtype=torch.int64, device=self.device)[rows]
         history = self._frame_ids(seed_tokens, self._action_ids(actions, B, T, rows))  # (W, T, n')
-        cache = KVCache(self.wm.llama.config, W, self.max_len, self._kv_dtype, self.device)
+        cache = KVCache(self.wm.config, W, self.max_len, self._kv_dtype, self.device)
         cache.fill_prefix(self._prompt_cache())
         state = SimState(cache=cache, seeds=seeds_t, history=history, previous=seed_tokens[:, -1],
                          batch_size=B, next_frame_index=T)
@@ -262,6 +212,7 @@ class Simulator:
         return torch.cat(codes).to(self.device).reshape(*lead, self.grid, self.grid)
 
     # ---- the WM loop -----------------------------------------------------------------------------
+    @torch.inference_mode()
     def _generate_frame(self, state: SimState, action_ids: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample the next frame's n codes for every row: (W, h, w) codes and (W,) surprise."""
         if state.history.shape[1] >= self.context_frames:
@@ -287,14 +238,14 @@ class Simulator:
 
     def _forward(self, state: SimState, ids: torch.Tensor) -> torch.Tensor:
         """Append ids (W, L) to the cache; code logits (W, K) at the last position, float32."""
-        hidden = self.wm.hidden_states(ids, cache=state.cache.hf)
+        hidden = self.wm.forward_cached(ids, state.cache)
         return self.wm.code_logits(hidden[:, -1]).float()
 
     def _prefill(self, state: SimState) -> None:
         """Run the frames in context through the WM after the prompt, all but the last two ids."""
-        state.cache.truncate(len(self.prompt_ids))
+        state.cache.length = len(self.prompt_ids)  # keep the prompt, overwrite the rest
         ids = state.history.reshape(state.history.shape[0], -1)[:, :-2]
-        self.wm.hidden_states(ids, cache=state.cache.hf)
+        self.wm.forward_cached(ids, state.cache)
 
     def _slide(self, state: SimState) -> None:
         """Drop the oldest half of the context and re-prefill the rest at contiguous positions."""
@@ -302,13 +253,11 @@ class Simulator:
         state.history = state.history[:, -keep:]
         self._prefill(state)
 
-    def _prompt_cache(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """The prompt's KV, computed once at batch 1 and copied into every rollout."""
+    def _prompt_cache(self) -> KVCache:
+        """The prompt's keys and values, computed once at batch 1 and copied into every rollout."""
         if self._prompt_kv is None:
-            P = len(self.prompt_ids)
-            cache = KVCache(self.wm.llama.config, 1, P, self._kv_dtype, self.device)
-            self.wm.hidden_states(self.prompt_ids[None], cache=cache.hf)
-            self._prompt_kv = cache.prefix(P)
+            self._prompt_kv = KVCache(self.wm.config, 1, len(self.prompt_ids), self._kv_dtype, self.device)
+            self.wm.forward_cached(self.prompt_ids[None], self._prompt_kv)
         return self._prompt_kv
 
     @property

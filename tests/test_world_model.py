@@ -66,3 +66,20 @@ def test_lora_adapter_is_merged_at_load(tmp_path):
     expected = peft_model(input_ids=ids).logits
     merged = WorldModel.from_pretrained(tmp_path / "wm", adapter=tmp_path / "adapter")
     torch.testing.assert_close(merged(ids), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_cached_forward_in_chunks_equals_transformers_uncached_forward():
+    from openvica_sim.models.world_model import KVCache
+
+    wm = create_world_model("test", seed=2)
+    ids = torch.randint(0, wm.config.vocab_size, (3, 40))
+    reference = wm.hidden_states(ids)
+    cache = KVCache(wm.config, rows=3, max_len=64, dtype=torch.float32, device="cpu")
+    with torch.no_grad():  # a prefill of 30, then single ids, then a chunk of 2: every path of the engine
+        parts = [wm.forward_cached(ids[:, :30], cache)]
+        parts += [wm.forward_cached(ids[:, i:i + 1], cache) for i in range(30, 38)]
+        parts.append(wm.forward_cached(ids[:, 38:], cache))
+    torch.testing.assert_close(torch.cat(parts, 1), reference, atol=1e-5, rtol=1e-4)
+    assert cache.length == 40
+    with pytest.raises(ValueError, match="overflow"):
+        wm.forward_cached(ids[:, :30], cache)

@@ -21,8 +21,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 CONFIG_NAME = "openvica_world_model.json"
 PROMPT = "You are a helpful assistant. USER: Generate a video of driving vehicles. ASSISTANT: <vision>"
@@ -117,10 +119,9 @@ class WorldModel(nn.Module):
         self.config = config
         self.llama = llama if llama is not None else LlamaForCausalLM(config.to_llama_config())
 
-    def hidden_states(self, input_ids: torch.Tensor, cache=None) -> torch.Tensor:
-        """Last-layer hidden states (B, L, D); appends to `cache` (a transformers Cache) when given."""
-        out = self.llama.model(input_ids=input_ids, cache=cache, use_cache=cache is not None)
-        return out.last_hidden_state
+    def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Last-layer hidden states (B, L, D) of a whole sequence, by transformers' own forward (no cache)."""
+        return self.llama.model(input_ids=input_ids, use_cache=False).last_hidden_state
 
     def code_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits over the K codes only, (..., D) -> (..., K).
@@ -133,9 +134,46 @@ class WorldModel(nn.Module):
         weight = self.llama.lm_head.weight[start:start + self.config.codebook_size]  # (K, D)
         return hidden @ weight.t()
 
-    def forward(self, input_ids: torch.Tensor, cache=None) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Full-vocabulary logits (B, L, V), as used for training."""
-        return self.llama(input_ids=input_ids, cache=cache, use_cache=cache is not None).logits
+        return self.llama(input_ids=input_ids, use_cache=False).logits
+
+    def forward_cached(self, input_ids: torch.Tensor, cache: "KVCache") -> torch.Tensor:
+        """Hidden states (B, L, D) of ids appended at positions cache.length ..; writes their keys and values.
+
+        The inference path of the engine: the same layers and weights as `forward` (the tests compare
+        the two), with attention over only the filled part of our own static cache. transformers' StaticCache
+        attends over the whole buffer under a mask, which on a CPU costs more than the rest of a tiny model.
+        """
+        B, L = input_ids.shape
+        start = cache.length
+        if start + L > cache.max_len:
+            raise ValueError(f"{L} new ids at position {start} overflow the cache of {cache.max_len}")
+        model = self.llama.model
+        x = model.embed_tokens(input_ids)
+        positions = torch.arange(start, start + L, device=x.device)[None]
+        cos, sin = model.rotary_emb(x, positions)
+        # causal within the new ids, everything before them visible; a single id sees all: no mask at all
+        mask = None if L == 1 else (torch.arange(start + L, device=x.device)[None] <= positions[0, :, None])
+        for i, layer in enumerate(model.layers):
+            x = x + self._attention(layer.self_attn, layer.input_layernorm(x), cos, sin, cache, i, mask)
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        cache.length = start + L
+        return model.norm(x)
+
+    def _attention(self, attn, x, cos, sin, cache: "KVCache", layer: int, mask) -> torch.Tensor:
+        B, L, _ = x.shape
+        c = self.config
+        q = attn.q_proj(x).view(B, L, c.num_heads, c.head_dim).transpose(1, 2)  # (B, heads, L, head_dim)
+        k = attn.k_proj(x).view(B, L, c.num_kv_heads, c.head_dim).transpose(1, 2)
+        v = attn.v_proj(x).view(B, L, c.num_kv_heads, c.head_dim).transpose(1, 2)
+        q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        end = cache.length + L
+        cache.keys[layer, :, :, cache.length:end] = k
+        cache.values[layer, :, :, cache.length:end] = v
+        out = F.scaled_dot_product_attention(q, cache.keys[layer, :, :, :end], cache.values[layer, :, :, :end],
+                                             attn_mask=mask, enable_gqa=c.num_kv_heads != c.num_heads)
+        return attn.o_proj(out.transpose(1, 2).reshape(B, L, -1))
 
     # ---- files -----------------------------------------------------------------------------------
     def save_pretrained(self, path: str | Path) -> None:
@@ -166,6 +204,42 @@ class WorldModel(nn.Module):
         if adapter is not None:
             llama = _merge_adapter(llama, Path(adapter))
         return cls(config, llama).to(device).eval()
+
+
+class KVCache:
+    """Keys and values of every layer for W rows, preallocated to `max_len` positions (gpt-fast style).
+
+    keys, values: (layers, W, kv_heads, max_len, head_dim); positions [0, length) are filled.
+    """
+
+    def __init__(self, config: WorldModelConfig, rows: int, max_len: int, dtype: torch.dtype,
+                 device: torch.device | str):
+        shape = (config.num_layers, rows, config.num_kv_heads, max_len, config.head_dim)
+        self.keys = torch.zeros(shape, dtype=dtype, device=device)
+        self.values = torch.zeros(shape, dtype=dtype, device=device)
+        self.length = 0
+
+    @property
+    def rows(self) -> int:
+        return self.keys.shape[1]
+
+    @property
+    def max_len(self) -> int:
+        return self.keys.shape[3]
+
+    def fill_prefix(self, other: "KVCache") -> None:
+        """Copy the filled positions of a one-row cache (the prompt) into every row; forget the rest."""
+        n = other.length
+        self.keys[:, :, :, :n] = other.keys[:, :1, :, :n]
+        self.values[:, :, :, :n] = other.values[:, :1, :, :n]
+        self.length = n
+
+    def gather(self, index: torch.Tensor) -> "KVCache":
+        """A new cache whose row i is row index[i] of this one (a copy when index is arange)."""
+        new = KVCache.__new__(KVCache)
+        new.keys, new.values = self.keys.index_select(1, index), self.values.index_select(1, index)
+        new.length = self.length
+        return new
 
 
 def create_world_model(preset: str = "tiny", seed: int = 0, dtype: torch.dtype = torch.float32,
