@@ -17,7 +17,8 @@ codes (no pixels, so no TOK), and times WM token generation only: VDEC decoding 
 One JSON line per (method, batch) on stdout; for lwm-7b (or with --peak-bandwidth-gbs) a last
 {"bench": "wm_decode_bound"} line with the batch-1 memory-bandwidth bound. Commands:
 
-    .venv/bin/python benchmarks/wm_decode.py --preset tiny --batch 1 4 --frames 6 --json   # 2-core CPU, minutes
+    .venv/bin/python benchmarks/wm_decode.py --preset tiny --batch 1 4 --frames 6 --json --threads 1
+        # 2-core CPU: ~20 min, nearly all of it naive; --threads 1 when others share the CPU (spinning threads stall)
     .venv/bin/python benchmarks/wm_decode.py --preset test --batch 1 --frames 1
     .venv/bin/python benchmarks/wm_decode.py --preset lwm-7b --device cuda --dtype bf16 --batch 1 8 32 \\
         --frames 4 --naive-frames 1 --json
@@ -76,8 +77,8 @@ def build_bundle(preset: str, device: torch.device, dtype: torch.dtype, seed: in
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("wm_decode: --device cuda but torch sees no CUDA device; use --device cpu")
     if device.type == "cpu":
-        with torch.device("meta"):
-            params = sum(p.numel() for p in create_world_model(PRESETS[preset]["world_model"]).parameters())
+        shapes = create_world_model(PRESETS[preset]["world_model"], device="meta")  # shapes only, no memory
+        params = sum(p.numel() for p in shapes.parameters())
         need, have = params * 4, _available_memory_bytes()  # create_world_model builds in fp32, then casts
         if need > 0.9 * have:
             raise SystemExit(f"wm_decode: preset {preset!r} has a {params / 1e9:.1f}B-parameter world model, "

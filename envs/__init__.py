@@ -1,1 +1,42 @@
-"""Gymnasium environments over the simulator (installed as openvica_sim.envs)."""
+"""Gymnasium environments over the simulator (installed as openvica_sim.envs).
+
+`import openvica_sim` registers them (there is no plugin entry point in Gymnasium 1.x), so
+
+    import gymnasium as gym, openvica_sim
+    env = gym.make("OpenViCA-v0")                      # or gym.make("openvica_sim:OpenViCA-v0")
+    envs = gym.make_vec("OpenViCA-v0", num_envs=8)     # the native vector env: one batched engine
+
+This module imports only gymnasium; the env classes (and torch) load when an env is made.
+"""
+
+from __future__ import annotations
+
+import gymnasium
+
+# id -> registration. New spaces or dynamics bump the version (STYLE.md 4) and the env docstring's history.
+ENVS: dict[str, dict] = {
+    "OpenViCA-v0": dict(
+        entry_point="openvica_sim.envs.openvica_env:OpenViCAEnv",
+        vector_entry_point="openvica_sim.envs.vector:OpenViCAVectorEnv",
+        max_episode_steps=14,  # the paper's horizon: N = 14 frames after T = 2 seed frames
+    ),
+}
+
+_LAZY = {"OpenViCAEnv": "openvica_env", "EnvState": "openvica_env", "OpenViCAVectorEnv": "vector",
+         "SeedSource": "seeds", "FolderSeedSource": "seeds", "SyntheticSeedSource": "seeds"}
+__all__ = ["ENVS", "register_envs", *_LAZY]
+
+
+def register_envs() -> None:
+    """Register every env of `ENVS` with gymnasium, skipping ids already registered (a second import)."""
+    for env_id, registration in ENVS.items():
+        if env_id not in gymnasium.registry:
+            gymnasium.register(id=env_id, **registration)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
