@@ -165,7 +165,27 @@ class EnvState:
     frame: np.ndarray  # (S, S, 3) the current observation
 
 
-class OpenViCAEnv(gym.Env):
+class SimulatorEnvMixin:
+    """What the single and the vector env share: the bundle, its engine, the seed source, the action mapping."""
+
+    def _setup_simulator(self, bundle, seeds, top_k, temperature, device, decoder, context_frames) -> None:
+        self.bundle = open_bundle(bundle, device)
+        self.simulator = Simulator(self.bundle, top_k=top_k, temperature=temperature, decoder=decoder,
+                                   context_frames=context_frames)
+        self.seed_source = open_seed_source(seeds)
+
+    @property
+    def action_conditioned(self) -> bool:
+        """Whether actions steer the world model (ego-conditioned bundle); otherwise they are ignored."""
+        return self.bundle.action_conditioned
+
+    @property
+    def action_coding(self):
+        """The mapping of normalised actions to m/s and rad/s (`openvica_sim.actions.ActionCoding`)."""
+        return self.bundle.action_coding
+
+
+class OpenViCAEnv(SimulatorEnvMixin, gym.Env):
     """Drive through a learned video world: every step, the world model continues the clip by one frame.
 
     ## Description
@@ -238,10 +258,7 @@ class OpenViCAEnv(gym.Env):
                  context_frames: int = TRAINED_CONTEXT_FRAMES):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode={render_mode!r}: choose one of {self.metadata['render_modes']} or None")
-        self.bundle = open_bundle(bundle, device)
-        self.simulator = Simulator(self.bundle, top_k=top_k, temperature=temperature, decoder=decoder,
-                                   context_frames=context_frames)
-        self.seed_source = open_seed_source(seeds)
+        self._setup_simulator(bundle, seeds, top_k, temperature, device, decoder, context_frames)
         self.render_mode, self.reward_fn, self.seed_frames = render_mode, reward_fn, seed_frames
         size = self.bundle.frame_size
         self.observation_space = spaces.Box(0, 255, (size, size, 3), np.uint8)
@@ -249,16 +266,6 @@ class OpenViCAEnv(gym.Env):
         self._state: SimState | None = None
         self._clip_id: str | None = None
         self._frame: np.ndarray | None = None
-
-    @property
-    def action_conditioned(self) -> bool:
-        """Whether actions steer the world model (ego-conditioned bundle); otherwise they are ignored."""
-        return self.bundle.action_conditioned
-
-    @property
-    def action_coding(self):
-        """The mapping of normalised actions to m/s and rad/s (`openvica_sim.actions.ActionCoding`)."""
-        return self.bundle.action_coding
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)

@@ -27,14 +27,13 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from openvica_sim.bundle import FPS, Bundle
-from openvica_sim.simulator import MIN_SEED_FRAMES, TRAINED_CONTEXT_FRAMES, SimState, Simulator
+from openvica_sim.simulator import MIN_SEED_FRAMES, TRAINED_CONTEXT_FRAMES, SimState
 
-from .openvica_env import (MAX_EPISODE_STEPS, RewardFn, check_actions, draw_episode, open_bundle,
-                           step_info)
-from .seeds import SeedSource, open_seed_source
+from .openvica_env import (MAX_EPISODE_STEPS, RewardFn, SimulatorEnvMixin, check_actions, draw_episode, step_info)
+from .seeds import SeedSource
 
 
-class OpenViCAVectorEnv(VectorEnv):
+class OpenViCAVectorEnv(SimulatorEnvMixin, VectorEnv):
     """N OpenViCA-v0 sub-envs stepped by one batched engine; spaces, options and info as `OpenViCAEnv`'s.
 
     Args: those of `OpenViCAEnv`, plus `num_envs` and `max_episode_steps` (default 14, the paper's horizon;
@@ -59,10 +58,7 @@ class OpenViCAVectorEnv(VectorEnv):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode={render_mode!r}: choose one of {self.metadata['render_modes']} or None")
         self.num_envs, self.max_episode_steps = num_envs, max_episode_steps
-        self.bundle = open_bundle(bundle, device)
-        self.simulator = Simulator(self.bundle, top_k=top_k, temperature=temperature, decoder=decoder,
-                                   context_frames=context_frames)
-        self.seed_source = open_seed_source(seeds)
+        self._setup_simulator(bundle, seeds, top_k, temperature, device, decoder, context_frames)
         self.render_mode, self.reward_fn, self.seed_frames = render_mode, reward_fn, seed_frames
         size = self.bundle.frame_size
         self.single_observation_space = gym.spaces.Box(0, 255, (size, size, 3), np.uint8)
@@ -75,16 +71,6 @@ class OpenViCAVectorEnv(VectorEnv):
         self._frames: np.ndarray | None = None  # (N, S, S, 3) the current observations
         self._steps = np.zeros(num_envs, dtype=np.int64)  # steps since each sub-env's reset
         self._autoreset = np.zeros(num_envs, dtype=np.bool_)  # truncated at the last step: reset at this one
-
-    @property
-    def action_conditioned(self) -> bool:
-        """Whether actions steer the world model (ego-conditioned bundle); otherwise they are ignored."""
-        return self.bundle.action_conditioned
-
-    @property
-    def action_coding(self):
-        """The mapping of normalised actions to m/s and rad/s (`openvica_sim.actions.ActionCoding`)."""
-        return self.bundle.action_coding
 
     def reset(self, *, seed: int | list[int | None] | None = None,
               options: dict | None = None) -> tuple[np.ndarray, dict[str, Any]]:

@@ -132,6 +132,7 @@ def save_bundle(bundle: Bundle, path: str | Path, adapter: str | Path | None = N
         raise FileExistsError(f"{path} exists and is not a bundle; choose a new folder")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
     try:
         bundle.tokenizer.save_pretrained(tmp / "tokenizer")
         bundle.world_model.save_pretrained(tmp / "world_model")
