@@ -5,6 +5,7 @@
     openvica info --bundle BUNDLE
     openvica bundle random --preset tiny --out BUNDLE
     openvica synthetic frames --out seeds/ --frames 2
+    openvica data ingest --bdd-root BDD100K --split val --subset val-500 --out val-500.zarr --bundle BUNDLE
 """
 
 from __future__ import annotations
@@ -112,6 +113,18 @@ def synthetic_frames(args) -> int:
     return 0
 
 
+def data_ingest(args) -> int:
+    from .bundle import load_bundle
+    from .data.ingest import ingest
+
+    index, count = (int(x) for x in args.shard.split("/"))
+    report = ingest(args.bdd_root, args.split, args.out, load_bundle(args.bundle, device=args.device),
+                    fps=args.fps, limit=args.limit, store_frames=args.store_frames, shard=(index, count),
+                    batch_size=args.batch_size, subset=args.subset)
+    print(report.summary, file=sys.stderr)
+    return 0
+
+
 def _model_view(frames: np.ndarray) -> np.ndarray:
     """The seed frames as the model sees them (scaled, centre-cropped), for the video and the sheet."""
     from .frames import postprocess, preprocess
@@ -156,6 +169,24 @@ def _parser() -> argparse.ArgumentParser:
     br.add_argument("--seed", type=int, default=0)
     br.add_argument("--action-conditioned", action="store_true", help="reserve ego-command tokens (DESIGN.md)")
     br.set_defaults(run=bundle_random)
+
+    d = sub.add_parser("data", help="datasets").add_subparsers(title="data commands")
+    di = d.add_parser("ingest", help="BDD100K videos -> tokenized Zarr store (resumable, shardable)",
+                      description="Decode each video at --fps, preprocess as the paper, tokenize with the bundle's "
+                      "tokenizer and append to a Zarr v3 store with ego motion and attributes. Corrupt videos are "
+                      "reported and skipped; rerunning resumes; --shard i/n lets n processes write one store.")
+    di.add_argument("--bdd-root", required=True, help="BDD100K root: videos/<split>/*.mov, labels/, info/100k/")
+    di.add_argument("--split", default="train", choices=["train", "val", "test"])
+    di.add_argument("--out", required=True, help="the store, e.g. bdd-train.zarr")
+    di.add_argument("--bundle", required=True, help="bundle whose tokenizer encodes the frames")
+    di.add_argument("--fps", type=float, default=4.0, help="4 for the video sets, 0.2 for BDDimg/5s (paper Table I)")
+    di.add_argument("--limit", type=int, default=None, help="at most this many videos (of this shard)")
+    di.add_argument("--subset", choices=["val-500"], default=None, help="the paper's fixed 500 validation videos")
+    di.add_argument("--store-frames", action="store_true", help="keep the 256x256 frames (TOK/DEC, VDEC training)")
+    di.add_argument("--shard", default="0/1", help="i/n: this process ingests videos i, i+n, ... (default 0/1)")
+    di.add_argument("--batch-size", type=int, default=16, help="frames per tokenizer call")
+    di.add_argument("--device", default="cpu")
+    di.set_defaults(run=data_ingest)
 
     s = sub.add_parser("synthetic", help="the synthetic driving world").add_subparsers(title="synthetic commands")
     sf = s.add_parser("frames", help="render one synthetic clip as PNG frames (seed frames for demos)")

@@ -1,0 +1,148 @@
+"""BDD100K -> token store: frame counts, tokens, ego motion, bad videos reported, rerun, resume, shards."""
+
+import numpy as np
+import pytest
+
+from openvica_sim.data.bdd_layout import write_bdd100k
+from openvica_sim.data.ingest import ingest
+from openvica_sim.data.store import PartWriter, TokenStore, consolidate
+
+SECONDS = 2.0
+FRAMES = 8  # 2 s at 4 fps: times 0, 0.25, ..., 1.75
+
+
+@pytest.fixture(scope="module")
+def bdd_tree(tmp_path_factory):
+    """Four 2 s train drives at 1280x720: one corrupt, one without info."""
+    root = tmp_path_factory.mktemp("bdd")
+    manifest = write_bdd100k(root, "train", num_videos=4, seconds=SECONDS, seed=1, corrupt=1, without_info=1)
+    return root, manifest
+
+
+@pytest.fixture(scope="module")
+def ingested(bdd_tree, test_bundle, tmp_path_factory):
+    root, manifest = bdd_tree
+    out = tmp_path_factory.mktemp("store") / "store.zarr"
+    report = ingest(root, "train", out, test_bundle, progress=False)
+    return out, report, manifest
+
+
+def test_every_decodable_video_becomes_a_clip_of_8_frames_at_4_fps(ingested):
+    out, report, manifest = ingested
+    store = TokenStore(out)
+    good = [v for v in manifest["ids"] if v not in manifest["corrupt"]]
+    assert sorted(store.clip_ids) == sorted(good) and len(store) == 3
+    assert report.clips_written == 3 and report.frames == 3 * FRAMES
+    for clip_id in good:
+        clip = store.clip(clip_id)
+        assert clip["tokens"].shape == (FRAMES, 16, 16) and clip["tokens"].dtype == np.uint16
+        np.testing.assert_allclose(clip["frame_time_s"], np.arange(FRAMES) / 4.0)
+
+
+def test_tokens_match_the_tokenizer_and_are_never_the_fill_value(ingested, test_bundle):
+    out, _, _ = ingested
+    tokens = TokenStore(out).clip(TokenStore(out).clip_ids[0])["tokens"]
+    assert tokens.max() < test_bundle.tokenizer.config.codebook_size
+
+
+def test_clips_carry_their_attributes_split_and_fps(ingested):
+    out, _, manifest = ingested
+    clip = TokenStore(out).clip(manifest["ids"][0])
+    assert set(clip["attributes"]) >= {"weather", "scene", "timeofday"}
+    assert clip["split"] == "train" and clip["fps"] == 4.0 and clip["video_id"] == manifest["ids"][0]
+
+
+def test_ego_motion_is_finite_with_an_info_file_and_nan_without(ingested):
+    out, report, manifest = ingested
+    store = TokenStore(out)
+    with_info = store.clip(manifest["ids"][0])
+    assert with_info["ego_status"] == "ok" and np.isfinite(with_info["speed_mps"]).all()
+    without = store.clip(manifest["without_info"][0])
+    assert without["ego_status"] == "missing" and np.isnan(without["speed_mps"]).all()
+    assert np.isnan(without["yaw_rate_rps"]).all()
+    assert report.ego_status["missing"] == 1 and "missing" in report.summary
+
+
+def test_corrupt_video_is_skipped_and_named_in_the_report(ingested):
+    _, report, manifest = ingested
+    corrupt = manifest["corrupt"][0]
+    assert list(report.skipped) == [corrupt] and "cannot decode" in report.skipped[corrupt]
+    assert corrupt in report.summary
+
+
+def test_rerun_on_a_finished_store_writes_nothing(bdd_tree, ingested, test_bundle):
+    root, _ = bdd_tree
+    out, first, _ = ingested
+    again = ingest(root, "train", out, test_bundle, progress=False)
+    assert again.clips_written == 0 and again.frames == 0 and again.clips_present == 3
+    store = TokenStore(out)
+    assert len(store) == 3 and len(set(store.clip_ids)) == 3 and store.index["num_frames"] == 3 * FRAMES
+
+
+def test_limited_run_then_full_run_adds_only_the_missing_clips(bdd_tree, test_bundle, tmp_path):
+    root, manifest = bdd_tree
+    out = tmp_path / "store.zarr"
+    first = ingest(root, "train", out, test_bundle, limit=2, progress=False)
+    assert first.clips_written == 2 and len(TokenStore(out)) == 2
+    second = ingest(root, "train", out, test_bundle, progress=False)
+    assert second.clips_present == 2 and second.clips_written == 1 and len(TokenStore(out)) == 3
+
+
+def test_clip_written_but_not_indexed_by_a_killed_run_is_invisible_and_redone(bdd_tree, test_bundle, tmp_path):
+    root, manifest = bdd_tree
+    out = tmp_path / "store.zarr"
+    ingest(root, "train", out, test_bundle, limit=1, progress=False)
+    writer = PartWriter(out, 0, fps=4.0, split="train")
+    # a killed run: the next clip's rows are written, its index entry and the completion mark are not
+    writer.set_complete(False)
+    for key, array in writer.arrays.items():
+        array.resize((2 * FRAMES, *array.shape[1:]))
+        array[FRAMES:] = 7
+    assert len(consolidate(out)["clips"]) == 0  # an incomplete part is not consolidated
+    report = ingest(root, "train", out, test_bundle, progress=False)
+    assert report.clips_written == 2 and report.clips_present == 1
+    store = TokenStore(out)
+    assert len(store) == 3 and store.index["num_frames"] == 3 * FRAMES
+    second = store.clip(manifest["ids"][1])
+    assert second["start"] == FRAMES and (second["tokens"] != 7).any()
+    assert np.isfinite(second["speed_mps"]).all()
+
+
+def test_two_shards_write_two_parts_and_the_store_holds_every_clip_once(bdd_tree, test_bundle, tmp_path):
+    root, manifest = bdd_tree
+    out = tmp_path / "store.zarr"
+    reports = [ingest(root, "train", out, test_bundle, shard=(i, 2), progress=False) for i in range(2)]
+    assert [r.part for r in reports] == ["part-00000", "part-00001"]
+    store = TokenStore(out)
+    assert store.index["parts"] == ["part-00000", "part-00001"]
+    good = sorted(v for v in manifest["ids"] if v not in manifest["corrupt"])
+    assert sorted(store.clip_ids) == good and store.index["duplicates"] == []
+
+
+def test_store_frames_keeps_the_preprocessed_256_crops(bdd_tree, test_bundle, tmp_path):
+    root, manifest = bdd_tree
+    out = tmp_path / "store.zarr"
+    ingest(root, "train", out, test_bundle, limit=1, store_frames=True, progress=False)
+    clip = TokenStore(out).clip(manifest["ids"][0])
+    assert clip["frames"].shape == (FRAMES, 256, 256, 3) and clip["frames"].dtype == np.uint8
+
+
+def test_resuming_with_another_fps_is_refused_naming_both(bdd_tree, ingested, test_bundle):
+    root, _ = bdd_tree
+    out, _, _ = ingested
+    with pytest.raises(ValueError, match="fps"):
+        ingest(root, "train", out, test_bundle, fps=2.0, progress=False)
+
+
+def test_bad_shard_is_refused(bdd_tree, test_bundle, tmp_path):
+    root, _ = bdd_tree
+    with pytest.raises(ValueError, match="shard="):
+        ingest(root, "train", tmp_path / "s.zarr", test_bundle, shard=(2, 2), progress=False)
+
+
+def test_bytes_per_clip_of_tokens_and_ego_motion(ingested):
+    out, _, _ = ingested
+    part = out / "parts" / "part-00000"
+    size = sum(p.stat().st_size for p in part.rglob("*") if p.is_file())
+    print(f"bytes per clip ({FRAMES} frames, tokens + ego + metadata): {size / 3:.0f}")
+    assert size / 3 < 2 * (FRAMES * 16 * 16 * 2 + 3 * FRAMES * 4) + 8192
