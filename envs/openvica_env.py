@@ -21,7 +21,7 @@ import torch
 from gymnasium import spaces
 
 from openvica_sim.bundle import FPS, META_NAME, Bundle, create_random_bundle, load_bundle
-from openvica_sim.frames import postprocess, preprocess
+from openvica_sim.frames import model_view
 from openvica_sim.sampling import derive_seeds
 from openvica_sim.simulator import MIN_SEED_FRAMES, TRAINED_CONTEXT_FRAMES, SimState, Simulator
 
@@ -122,15 +122,6 @@ def draw_episode(np_random: np.random.Generator, source: SeedSource, options: di
                              f"asked for; lower options['seed_frames'] or choose a longer clip")
     row_seed = int(np_random.integers(0, np.iinfo(np.int64).max))
     return Episode(clip_id=clip_id, frames=model_view(frames), row_seed=row_seed)
-
-
-def model_view(frames: np.ndarray) -> np.ndarray:
-    """Camera frames uint8 (..., H, W, 3) -> the uint8 (..., S, S, 3) centre crops the tokenizer reads.
-
-    The env hands these, not the camera frames, to the engine, so the first observation is exactly what
-    the model saw; for frames already S x S this is the identity.
-    """
-    return postprocess(preprocess(frames))
 
 
 def check_actions(actions: Any, shape: tuple[int, ...]) -> np.ndarray:

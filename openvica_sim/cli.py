@@ -36,6 +36,7 @@ def rollout(args) -> int:
     import torch
 
     from .bundle import load_bundle, read_meta
+    from .frames import model_view
     from .sampling import derive_seeds
     from .simulator import Simulator
     from .video_io import read_image, read_video, write_contact_sheet, write_video
@@ -58,7 +59,7 @@ def rollout(args) -> int:
     loaded = time.perf_counter()
     out = sim.rollout(seeds[None], args.steps, seeds=derive_seeds(args.seed, 1), progress=True)
     done = time.perf_counter()
-    seed_view = _model_view(seeds)
+    seed_view = model_view(seeds)
     video = np.concatenate([seed_view, out.frames[0]])
     out_path = write_video(args.out, video, fps=bundle.fps)
     sheet = Path(args.sheet) if args.sheet else Path(args.out).with_suffix(".png")
@@ -117,19 +118,15 @@ def data_ingest(args) -> int:
     from .bundle import load_bundle
     from .data.ingest import ingest
 
-    index, count = (int(x) for x in args.shard.split("/"))
+    try:
+        index, count = (int(x) for x in args.shard.split("/"))
+    except ValueError as e:
+        raise ValueError(f"--shard {args.shard!r}: expected i/n, e.g. 0/4 for the first of 4 processes") from e
     report = ingest(args.bdd_root, args.split, args.out, load_bundle(args.bundle, device=args.device),
                     fps=args.fps, limit=args.limit, store_frames=args.store_frames, shard=(index, count),
                     batch_size=args.batch_size, subset=args.subset)
     print(report.summary, file=sys.stderr)
     return 0
-
-
-def _model_view(frames: np.ndarray) -> np.ndarray:
-    """The seed frames as the model sees them (scaled, centre-cropped), for the video and the sheet."""
-    from .frames import postprocess, preprocess
-
-    return postprocess(preprocess(frames))
 
 
 def _parser() -> argparse.ArgumentParser:

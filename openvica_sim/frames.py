@@ -92,6 +92,15 @@ def postprocess(frames: FrameArray) -> np.ndarray:
     return x.movedim(-3, -1).cpu().numpy()
 
 
+def model_view(frames: FrameArray) -> np.ndarray:
+    """Camera frames uint8 (..., H, W, 3) -> the uint8 (..., S, S, 3) centre crops the tokenizer reads.
+
+    What a person should see of the seed frames (videos, contact sheets, the env's first observation):
+    exactly what the model saw. For frames already S x S this is the identity.
+    """
+    return postprocess(preprocess(frames))
+
+
 def resize_short_side(frames: torch.Tensor, short_side: int) -> torch.Tensor:
     """Bilinearly scale float frames (N, C, H, W) so that min(H, W) == short_side; see `preprocess`."""
     height, width = frames.shape[-2:]

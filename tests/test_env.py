@@ -14,9 +14,8 @@ import openvica_sim
 from openvica_sim.bundle import create_random_bundle, save_bundle
 from openvica_sim.data.synthetic import Drive, render_clip
 from openvica_sim.envs import OpenViCAEnv, register_envs
-from openvica_sim.envs.openvica_env import model_view
 from openvica_sim.envs.seeds import SyntheticSeedSource
-from openvica_sim.frames import postprocess, preprocess
+from openvica_sim.frames import model_view, postprocess, preprocess
 from openvica_sim.video_io import write_image, write_video
 
 ENV_ID = "OpenViCA-v0"
