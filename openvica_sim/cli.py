@@ -114,6 +114,16 @@ def synthetic_frames(args) -> int:
     return 0
 
 
+def synthetic_bdd100k(args) -> int:
+    from .data.bdd_layout import write_bdd100k
+
+    manifest = write_bdd100k(args.out, args.split, num_videos=args.videos, seconds=args.seconds, seed=args.seed,
+                             corrupt=args.corrupt, without_info=args.without_info, progress=True)
+    print(f"wrote {len(manifest['ids'])} synthetic {args.split} videos ({args.seconds:g} s, 1280x720, 30 fps) "
+          f"in the BDD100K layout under {args.out}/")
+    return 0
+
+
 def data_ingest(args) -> int:
     from .bundle import load_bundle
     from .data.ingest import ingest
@@ -193,6 +203,17 @@ def _parser() -> argparse.ArgumentParser:
     sf.add_argument("--yaw-rate", type=float, default=0.05, help="ego yaw rate, rad/s")
     sf.add_argument("--timeofday", default="day", choices=["day", "dusk", "night"])
     sf.set_defaults(run=synthetic_frames)
+    sb = s.add_parser("bdd100k", help="write synthetic drives in the BDD100K layout (videos, labels, info)",
+                      description="Render drives of the synthetic world as 1280x720 30 fps videos with det_20 labels "
+                      "and info files, so `openvica data ingest --bdd-root OUT` runs exactly as on BDD100K.")
+    sb.add_argument("--out", required=True, help="root folder of the tree (videos/, labels/, info/100k/)")
+    sb.add_argument("--split", default="train", choices=["train", "val", "test"])
+    sb.add_argument("--videos", type=int, default=8, help="number of videos (default 8)")
+    sb.add_argument("--seconds", type=float, default=10.0, help="length of each video (default 10)")
+    sb.add_argument("--seed", type=int, default=0, help="video i depends on (seed, i) only")
+    sb.add_argument("--corrupt", type=int, default=0, help="make the last N videos undecodable (robustness tests)")
+    sb.add_argument("--without-info", type=int, default=0, help="drop the info file of N videos")
+    sb.set_defaults(run=synthetic_bdd100k)
     return p
 
 

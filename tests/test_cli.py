@@ -54,15 +54,17 @@ def test_one_seed_frame_is_refused(tmp_path, bundle_dir, capsys):
     assert "at least 2 seed frames" in capsys.readouterr().err
 
 
-def test_data_ingest_writes_a_store_and_a_rerun_adds_nothing(tmp_path, bundle_dir, capsys):
-    from openvica_sim.data.bdd_layout import write_bdd100k
+def test_synthetic_bdd100k_then_data_ingest_writes_a_store_and_a_rerun_adds_nothing(tmp_path, bundle_dir, capsys):
+    from openvica_sim.data.bdd100k import list_videos
     from openvica_sim.data.store import TokenStore
 
-    manifest = write_bdd100k(tmp_path / "bdd", split="val", num_videos=2, seconds=1.0, seed=0, corrupt=1)
+    assert main(["synthetic", "bdd100k", "--out", str(tmp_path / "bdd"), "--split", "val", "--videos", "2",
+                 "--seconds", "1", "--corrupt", "1"]) == 0
+    corrupt = sorted(v.id for v in list_videos(tmp_path / "bdd", "val"))[-1]
     args = ["data", "ingest", "--bdd-root", str(tmp_path / "bdd"), "--split", "val", "--out",
             str(tmp_path / "s.zarr"), "--bundle", str(bundle_dir)]
     assert main(args) == 0
     store = TokenStore(tmp_path / "s.zarr")
     assert len(store) == 1 and store.clip(store.clip_ids[0])["tokens"].shape[1:] == (16, 16)
-    assert f"skipped {manifest['corrupt'][0]}" in capsys.readouterr().err, "the summary names the bad video"
+    assert f"skipped {corrupt}" in capsys.readouterr().err, "the summary names the bad video"
     assert main(args) == 0 and len(TokenStore(tmp_path / "s.zarr")) == 1

@@ -146,3 +146,50 @@ def test_bytes_per_clip_of_tokens_and_ego_motion(ingested):
     size = sum(p.stat().st_size for p in part.rglob("*") if p.is_file())
     print(f"bytes per clip ({FRAMES} frames, tokens + ego + metadata): {size / 3:.0f}")
     assert size / 3 < 2 * (FRAMES * 16 * 16 * 2 + 3 * FRAMES * 4) + 8192
+
+
+def test_ingest_killed_mid_run_resumes_to_the_same_store_as_an_uninterrupted_run(bdd_tree, ingested, test_bundle,
+                                                                                  tmp_path):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from openvica_sim.bundle import save_bundle
+
+    root, manifest = bdd_tree
+    reference, _, _ = ingested
+    bundle_dir = save_bundle(test_bundle, tmp_path / "bundle")
+    out = tmp_path / "store.zarr"
+    attrs_file = out / "parts" / "part-00000" / "zarr.json"
+    command = [sys.executable, "-m", "openvica_sim.cli", "data", "ingest", "--bdd-root", str(root), "--out", str(out),
+               "--bundle", str(bundle_dir)]
+    # same threads and batch size as the reference run: a convolution's rounding, and so a near-tie in the
+    # quantiser's argmin, depends on both
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "OMP_NUM_THREADS": "2"})
+    deadline = time.monotonic() + 120
+    clips = []
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            clips = json.loads(attrs_file.read_text())["attributes"]["clips"]
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            clips = []
+        if clips:
+            process.send_signal(signal.SIGKILL)  # no chance to clean up, as in a lost node
+            break
+        time.sleep(0.005)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the ingest finished or failed before it could be killed"
+    part = json.loads(attrs_file.read_text())["attributes"]
+    assert not part["complete"] and 1 <= len(part["clips"]) < 3
+    report = ingest(root, "train", out, test_bundle, progress=False)
+    assert report.clips_present == len(part["clips"]) and report.clips_written == 3 - len(part["clips"])
+    resumed, clean = TokenStore(out), TokenStore(reference)
+    assert sorted(resumed.clip_ids) == sorted(clean.clip_ids) and resumed.index["duplicates"] == []
+    for clip_id in clean.clip_ids:
+        a, b = resumed.clip(clip_id), clean.clip(clip_id)
+        np.testing.assert_array_equal(a["tokens"], b["tokens"])
+        np.testing.assert_array_equal(a["speed_mps"], b["speed_mps"])

@@ -29,10 +29,11 @@ START_EPOCH_MS = 1_500_000_000_000  # mid-2017, when BDD100K was recorded
 
 
 def write_bdd100k(root: str | os.PathLike, split: str = "train", num_videos: int = 3, seconds: float = 3.0,
-                  seed: int = 0, corrupt: int = 0, without_info: int = 0) -> dict:
+                  seed: int = 0, corrupt: int = 0, without_info: int = 0, progress: bool = False) -> dict:
     """Write `num_videos` synthetic drives under `root`; return {"ids", "corrupt", "without_info", "drives"}.
 
     The last `corrupt` videos are random bytes (no label), the `without_info` before them lack the info file.
+    Video i depends on (seed, i) only, so a larger `num_videos` extends a tree without changing its first videos.
     """
     if corrupt + without_info > num_videos:
         raise ValueError(f"corrupt={corrupt} + without_info={without_info} exceed num_videos={num_videos}")
@@ -46,7 +47,7 @@ def write_bdd100k(root: str | os.PathLike, split: str = "train", num_videos: int
     broken = ids[num_videos - corrupt:] if corrupt else []
     no_info = ids[num_videos - corrupt - without_info:num_videos - corrupt] if without_info else []
     labels, drives = [], {}
-    for i, video_id in enumerate(ids):
+    for i, video_id in _progress(list(enumerate(ids)), progress):
         rng = np.random.default_rng([seed, i])
         if video_id in broken:
             (video_dir / f"{video_id}.mov").write_bytes(rng.bytes(4096))
@@ -90,3 +91,11 @@ def _info(drive, seconds: float, start_ms: int, rng: np.random.Generator) -> dic
         gyro.append({"timestamp": timestamp, "x": 0.0, "y": 0.0, "z": float(yaw_rate[k])})
     return {"startTime": start_ms, "endTime": start_ms + int(round(1000 * seconds)),
             "locations": locations, "gyro": gyro}
+
+
+def _progress(items, enabled: bool):
+    if not enabled:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc="synthetic BDD100K", unit="video")

@@ -45,6 +45,8 @@ class IngestReport:
     ego_status: Counter = field(default_factory=Counter)  # of the clips written: ok / missing / empty / invalid
     seconds: float = 0.0
     store_clips: int = 0  # clips in the consolidated index at the end
+    # wall seconds per stage (decode, preprocess, tokenize, ego, write), so the bottleneck is visible
+    stage_seconds: Counter = field(default_factory=Counter)
 
     @property
     def summary(self) -> str:
@@ -107,23 +109,30 @@ def ingest(bdd_root: str | os.PathLike, split: str, out: str | os.PathLike, bund
     device = (param.device, param.dtype)
     bar = _progress(todo, progress, writer.name)
     for video in bar:
+        t0 = time.perf_counter()
         try:
             camera = read_video(video.path, fps=fps)  # (T, H, W, 3) uint8
         except (VideoDecodeError, FileNotFoundError) as e:
             report.skipped[video.id] = str(e)
             continue
+        finally:
+            report.stage_seconds["decode"] += time.perf_counter() - t0
         if len(camera) < MIN_FRAMES:
             report.skipped[video.id] = f"{len(camera)} frame(s) at {fps} fps, fewer than {MIN_FRAMES}"
             continue
-        tokens, model_frames = _tokenize(tokenizer, camera, batch_size, device, keep_frames=store_frames)
+        tokens, model_frames = _tokenize(tokenizer, camera, batch_size, device, store_frames, report.stage_seconds)
+        t0 = time.perf_counter()
         times = np.arange(len(camera), dtype=np.float64) / fps  # read_video's output frame k is at k / fps
         ego = read_ego_motion(video.info_path, times)
+        report.stage_seconds["ego"] += time.perf_counter() - t0
         data = {"tokens": tokens, "speed_mps": ego.speed_mps, "yaw_rate_rps": ego.yaw_rate_rps,
                 "frame_time_s": times.astype(np.float32)}
         if store_frames:
             data["frames"] = model_frames
+        t0 = time.perf_counter()
         writer.append_clip({"clip_id": video.id, "video_id": video.id, "split": video.split, "fps": float(fps),
                             "ego_status": ego.status, "attributes": video.attributes}, data)
+        report.stage_seconds["write"] += time.perf_counter() - t0
         report.clips_written += 1
         report.frames += len(camera)
         report.ego_status[ego.status] += 1
@@ -136,15 +145,19 @@ def ingest(bdd_root: str | os.PathLike, split: str, out: str | os.PathLike, bund
 
 
 @torch.inference_mode()
-def _tokenize(tokenizer, camera: np.ndarray, batch_size: int, device, keep_frames: bool):
+def _tokenize(tokenizer, camera: np.ndarray, batch_size: int, device, keep_frames: bool, seconds: Counter):
     """Camera frames (T, H, W, 3) uint8 -> tokens (T, h, w) uint16 and, with keep_frames, model frames
-    (T, S, S, 3) uint8 (the preprocessed crop, as VDEC sees it); None otherwise."""
+    (T, S, S, 3) uint8 (the preprocessed crop, as VDEC sees it); None otherwise. Adds stage times to `seconds`."""
     tokens, frames = [], []
     for i in range(0, len(camera), batch_size):
+        t0 = time.perf_counter()
         x = preprocess(camera[i:i + batch_size], size=tokenizer.config.image_size).to(*device)  # (B, 3, S, S)
-        tokens.append(tokenizer.encode(x).to(torch.int32).cpu().numpy().astype(np.uint16))
         if keep_frames:
             frames.append(postprocess(x.float()))
+        t1 = time.perf_counter()
+        tokens.append(tokenizer.encode(x).to(torch.int32).cpu().numpy().astype(np.uint16))
+        seconds["preprocess"] += t1 - t0
+        seconds["tokenize"] += time.perf_counter() - t1
     return np.concatenate(tokens), (np.concatenate(frames) if keep_frames else None)
 
 

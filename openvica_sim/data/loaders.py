@@ -114,7 +114,7 @@ class _StoreWindows(Dataset):
         if missing:
             raise ValueError(
                 f"{type(self).__name__} needs frames, but the token store {self.path} has none in parts "
-                f"{missing}; ingest with --store-frames (`openvica-sim ingest ... --store-frames`, "
+                f"{missing}; ingest with --store-frames (`openvica data ingest ... --store-frames`, "
                 f"store_frames=True) into a new store")
 
     def __getstate__(self) -> dict:  # spawned workers and pickling: no zarr handles, reopen lazily

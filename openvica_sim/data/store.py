@@ -18,8 +18,8 @@ Zarr has no ragged arrays, so clips are concatenated along frames and found thro
 
 Commit protocol (crash safety). A clip is appended by (1) resizing the arrays to `num_frames + T` and writing
 rows [num_frames, num_frames + T), then (2) rewriting the part's attributes once, with the clip's index entry and
-the new `num_frames`. Zarr writes each key by temp file + rename, so step 2 is atomic; a run killed before it
-leaves rows beyond `num_frames` that no index entry points at: readers never see them and the next append
+the new `num_frames`, in one `update_attributes` call. Zarr writes each key by temp file + rename, so step 2 is
+atomic; a run killed before it leaves rows beyond `num_frames` that no index entry points at: readers never see them and the next append
 overwrites them. `complete` is set false before a part is extended and true after its last clip.
 
 Compression: Zarr 3's default codec for numeric arrays (zstd, level 0, no shuffle). Token chunks of 64 frames are
@@ -110,7 +110,7 @@ class PartWriter:
         return bool(self.group.attrs.get("complete", False))
 
     def set_complete(self, complete: bool) -> None:
-        self.group.attrs.update({"complete": bool(complete)})
+        self.group.update_attributes({"complete": bool(complete)})
 
     def append_clip(self, entry: dict, data: dict[str, np.ndarray]) -> dict:
         """Write one clip's per-frame `data` (tokens, speed_mps, yaw_rate_rps, frame_time_s[, frames]) after the
@@ -129,9 +129,11 @@ class PartWriter:
             array.resize((stop, *array.shape[1:]))  # also drops rows a killed run left beyond `start`
             array[start:stop] = np.asarray(data[key], dtype=array.dtype)
         entry = {**entry, "start": start, "stop": stop}
-        attrs = self.group.attrs
-        # one metadata write: the clip becomes visible with its index entry, never half
-        attrs.update({"clips": [*attrs["clips"], entry], "num_frames": stop, "complete": False})
+        # one metadata write: the clip becomes visible with its index entry and length, never half. Not
+        # `group.attrs.update(...)`: that is MutableMapping.update, one write per key, and a kill between the
+        # "clips" and "num_frames" writes left a clip indexed over rows the next run overwrote (test_ingest).
+        self.group.update_attributes({"clips": [*self.group.attrs["clips"], entry], "num_frames": stop,
+                                      "complete": False})
         return entry
 
 
@@ -180,7 +182,7 @@ class TokenStore:
         index_path = self.path / INDEX_FILE
         if not index_path.is_file():
             raise FileNotFoundError(
-                f"no token store index {index_path}; finish the ingest (`openvica-sim ingest` consolidates at the "
+                f"no token store index {index_path}; finish the ingest (`openvica data ingest` consolidates at the "
                 f"end) or call openvica_sim.data.store.consolidate({str(self.path)!r})")
         self.index = json.loads(index_path.read_text())
         self.clips: list[dict] = self.index["clips"]
