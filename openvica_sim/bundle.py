@@ -127,6 +127,55 @@ def save_bundle(bundle: Bundle, path: str | Path, adapter: str | Path | None = N
     Raises:
         FileExistsError: `path` exists and is not a bundle.
     """
+    def write_world_model(folder: Path) -> None:
+        bundle.world_model.save_pretrained(folder)
+        bundle.text_tokenizer.save_pretrained(folder)
+
+    return _write_bundle(bundle, path, write_world_model, adapter)
+
+
+def create_bundle(tokenizer: str | Path, world_model: str | Path, out: str | Path,
+                  video_decoder: str | Path | None = None, action_conditioned: bool = False,
+                  prompt: str = PROMPT) -> Path:
+    """Assemble a bundle from converted parts (`openvica bundle create`).
+
+    `tokenizer` is a VQModel folder (`openvica convert vqgan`, or aMUSEd's `vqvae/`), `world_model` a folder from
+    `openvica convert lwm` (with its text tokenizer), `video_decoder` a VDEC folder; without one, VDEC is inflated
+    from the tokenizer's DEC (equal to DEC frame by frame until fine-tuned). The world model's weights are never
+    loaded: its folder is hard-linked (or copied) into the bundle, so a 7B model assembles in seconds.
+
+    Raises:
+        FileNotFoundError: a part folder is missing or incomplete.
+        ValueError: the parts do not fit together (codebook sizes, frame sizes, text vocabulary).
+    """
+    from transformers import AutoTokenizer
+
+    world_model = Path(world_model)
+    config = WorldModel.read_config(world_model)
+    tok = Tokenizer.from_pretrained(tokenizer)
+    with torch.device("meta"):  # the shape of the world model, for the checks; no memory, no weights read
+        wm = WorldModel(config)
+    vdec = (VideoDecoder.from_pretrained(video_decoder) if video_decoder is not None
+            else VideoDecoder.from_tokenizer(tok).eval())
+    bundle = Bundle(tokenizer=tok, world_model=wm, video_decoder=vdec, prompt=prompt,
+                    text_tokenizer=AutoTokenizer.from_pretrained(world_model, local_files_only=True),
+                    action_conditioned=action_conditioned)
+
+    def link_world_model(folder: Path) -> None:
+        shutil.copytree(world_model, folder, copy_function=_link_or_copy)
+
+    return _write_bundle(bundle, out, link_world_model)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or links not allowed
+        shutil.copy2(src, dst)
+
+
+def _write_bundle(bundle: Bundle, path: str | Path, write_world_model, adapter: str | Path | None = None) -> Path:
+    """Write `bundle` into a temporary sibling of `path`, then rename it into place."""
     path = Path(path)
     if path.exists() and not (path / META_NAME).is_file():
         raise FileExistsError(f"{path} exists and is not a bundle; choose a new folder")
@@ -135,8 +184,7 @@ def save_bundle(bundle: Bundle, path: str | Path, adapter: str | Path | None = N
     tmp.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
     try:
         bundle.tokenizer.save_pretrained(tmp / "tokenizer")
-        bundle.world_model.save_pretrained(tmp / "world_model")
-        bundle.text_tokenizer.save_pretrained(tmp / "world_model")
+        write_world_model(tmp / "world_model")
         if bundle.video_decoder is not None:
             bundle.video_decoder.save_pretrained(tmp / "video_decoder")
         if adapter is not None:

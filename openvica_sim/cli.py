@@ -6,12 +6,16 @@
     openvica bundle random --preset tiny --out BUNDLE
     openvica synthetic frames --out seeds/ --frames 2
     openvica data ingest --bdd-root BDD100K --split val --subset val-500 --out val-500.zarr --bundle BUNDLE
+    openvica convert lwm --params LWM-1M-Jax/params --tokenizer LWM-Text-1M/tokenizer.model --out wm/
+    openvica convert vqgan --checkpoint LWM-1M-Jax/vqgan --out tok/
+    openvica bundle create --tokenizer tok/ --world-model wm/ --out BUNDLE
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import sys
 import time
 from pathlib import Path
@@ -27,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.run(args) or 0
-    except (FileNotFoundError, ValueError, TypeError) as e:  # user errors: one clear line, no traceback
+    except (FileNotFoundError, FileExistsError, ValueError, TypeError, pickle.UnpicklingError) as e:
+        # user errors (bad paths, bad files, bad values): one clear line, no traceback
         print(f"openvica: error: {e}", file=sys.stderr)
         return 1
 
@@ -114,6 +119,45 @@ def synthetic_frames(args) -> int:
     return 0
 
 
+def bundle_create(args) -> int:
+    from .bundle import create_bundle
+
+    out = create_bundle(args.tokenizer, args.world_model, args.out, video_decoder=args.video_decoder,
+                        action_conditioned=args.action_conditioned)
+    how = "given" if args.video_decoder else "inflated from the tokenizer's decoder"
+    print(f"wrote bundle {out} (video decoder {how}); try: openvica rollout --bundle {out} --video drive.mov")
+    return 0
+
+
+def convert_lwm(args) -> int:
+    import torch
+
+    from .convert.lwm import convert_lwm as convert
+
+    overrides = {k: v for k, v in vars(args).items() if k in _LWM_FLAGS and v is not None}
+    dtype = None if args.dtype == "auto" else getattr(torch, args.dtype)
+    out = convert(args.params, args.out, tokenizer=args.tokenizer, preset=args.preset, dtype=dtype,
+                  param_scan_axis=args.param_scan_axis, overwrite=args.overwrite, **overrides)
+    print(f"wrote world model {out}; next: openvica bundle create --tokenizer TOK --world-model {out} --out BUNDLE")
+    return 0
+
+
+def convert_vqgan(args) -> int:
+    from .convert.vqgan import convert_vqgan as convert
+    from .convert.vqgan import import_amused_vqvae
+
+    source = Path(args.checkpoint)
+    if source.is_dir():  # aMUSEd's vqvae/ folder, already in diffusers format
+        out = import_amused_vqvae(source, args.out)
+    else:
+        out = convert(source, args.out)
+    print(f"wrote tokenizer {out}")
+    return 0
+
+
+_LWM_FLAGS = ("num_heads", "num_kv_heads", "rope_theta", "rms_norm_eps", "max_position_embeddings", "codebook_size")
+
+
 def synthetic_bdd100k(args) -> int:
     from .data.bdd_layout import write_bdd100k
 
@@ -176,6 +220,46 @@ def _parser() -> argparse.ArgumentParser:
     br.add_argument("--seed", type=int, default=0)
     br.add_argument("--action-conditioned", action="store_true", help="reserve ego-command tokens (DESIGN.md)")
     br.set_defaults(run=bundle_random)
+    bc = b.add_parser("create", help="assemble a bundle from converted parts",
+                      description="Join a tokenizer folder (openvica convert vqgan, or aMUSEd's vqvae/), a world-model "
+                      "folder (openvica convert lwm) and optionally a video decoder into one bundle; without "
+                      "--video-decoder, VDEC is inflated from the tokenizer's decoder (equal to it frame by frame).")
+    bc.add_argument("--tokenizer", required=True, help="diffusers VQModel folder (TOK + DEC)")
+    bc.add_argument("--world-model", required=True, help="world-model folder from `openvica convert lwm`")
+    bc.add_argument("--video-decoder", default=None, help="VDEC folder (default: inflate DEC)")
+    bc.add_argument("--action-conditioned", action="store_true", help="the world model was fine-tuned with ego tokens")
+    bc.add_argument("--out", required=True)
+    bc.set_defaults(run=bundle_create)
+
+    c = sub.add_parser("convert", help="convert published pretrained files (offline, no jax)").add_subparsers(
+        title="convert commands")
+    cl = c.add_parser("lwm", help="LWM-Chat-1M's msgpack `params` -> transformers Llama folder (merged vocabulary)",
+                      description="Read LWM's streaming msgpack checkpoint (fp32 or bf16, scan or numbered layers) "
+                      "without jax and write a LlamaForCausalLM folder: embedding = [text; vision] rows, head = "
+                      "[lm_head; vision_head], q/k permuted from LWM's interleaved to transformers' half-split RoPE. "
+                      "Shapes come from the checkpoint; the preset gives what it does not hold.")
+    cl.add_argument("--params", required=True, help="LWM's `params` file (the one loaded as params::<path>)")
+    cl.add_argument("--out", required=True, help="new world-model folder")
+    cl.add_argument("--tokenizer", default=None, help="LLaMA-2's tokenizer.model (or a tokenizer folder)")
+    cl.add_argument("--preset", default="lwm-7b", help="lwm-7b (32 heads, RoPE theta 5e7, eps 1e-6) | tiny | test")
+    cl.add_argument("--num-attention-heads", dest="num_heads", type=int, default=None)
+    cl.add_argument("--num-kv-heads", type=int, default=None)
+    cl.add_argument("--rope-theta", type=float, default=None, help="RoPE base (LWM-Chat-1M: 50000000)")
+    cl.add_argument("--rms-norm-eps", type=float, default=None)
+    cl.add_argument("--max-position-embeddings", type=int, default=None)
+    cl.add_argument("--codebook-size", type=int, default=None, help="codes among the vision ids (LWM: 8192)")
+    cl.add_argument("--param-scan-axis", type=int, default=0, help="axis of stacked layers in the scan layout")
+    cl.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                    help="of the written weights (auto: as in the checkpoint)")
+    cl.add_argument("--overwrite", action="store_true")
+    cl.set_defaults(run=convert_lwm)
+    cv = c.add_parser("vqgan", help="LWM's VQGAN pickle (or aMUSEd's vqvae/ folder) -> diffusers VQModel folder",
+                      description="Read LWM's VQGAN parameter pickle with a restricted unpickler (numpy arrays and "
+                      "plain containers only; anything else is refused and nothing runs), infer the architecture "
+                      "from the shapes, and write a diffusers VQModel folder. A folder is taken as aMUSEd's vqvae/.")
+    cv.add_argument("--checkpoint", required=True, help="LWM's `vqgan` pickle, or an aMUSEd vqvae/ folder")
+    cv.add_argument("--out", required=True, help="new tokenizer folder")
+    cv.set_defaults(run=convert_vqgan)
 
     d = sub.add_parser("data", help="datasets").add_subparsers(title="data commands")
     di = d.add_parser("ingest", help="BDD100K videos -> tokenized Zarr store (resumable, shardable)",

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from .bundle import Bundle
 from .frames import postprocess, preprocess
 from .metrics import surprise, token_log_probs
-from .models.world_model import KVCache
+from .models.world_model import KVCache, frame_ids
 from .sampling import sample_top_k
 
 MIN_SEED_FRAMES = 2  # the paper's T = 2; VDEC needs frame t-1 for the first emitted frame
@@ -309,15 +309,10 @@ class Simulator:
 
     def _frame_ids(self, codes: torch.Tensor, action_ids: torch.Tensor | None) -> torch.Tensor:
         """Codes (W, F, h, w) [+ ego ids (W, F, 2)] -> merged-vocabulary frames (W, F, n')."""
-        cfg = self.wm.config
         W, F = codes.shape[:2]
-        parts = [cfg.vision_id(codes.reshape(W, F, -1)),
-                 torch.full((W, F, 1), cfg.end_of_frame_id, dtype=torch.long, device=codes.device)]
-        if self.bundle.action_conditioned:
-            if action_ids is None:
-                action_ids = torch.as_tensor(self.bundle.action_coding.unknown_ids((W, F)), device=codes.device)
-            parts.insert(0, cfg.vision_id(action_ids))
-        return torch.cat(parts, dim=2)
+        if self.bundle.action_conditioned and action_ids is None:
+            action_ids = torch.as_tensor(self.bundle.action_coding.unknown_ids((W, F)), device=codes.device)
+        return frame_ids(self.wm.config, codes, action_ids if self.bundle.action_conditioned else None)
 
     def _history_codes(self, state: SimState) -> torch.Tensor:
         """The codes (W, F, h, w) of the frames in context."""

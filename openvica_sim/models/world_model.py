@@ -192,18 +192,32 @@ class WorldModel(nn.Module):
             ValueError: the folder's vocabulary does not fit our config.
         """
         path = Path(path)
+        config = cls.read_config(path)
+        llama = LlamaForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True, local_files_only=True)
+        if adapter is not None:
+            llama = _merge_adapter(llama, Path(adapter))
+        return cls(config, llama).to(device).eval()
+
+
+    @staticmethod
+    def read_config(path: str | Path) -> WorldModelConfig:
+        """Our config of a world-model folder, checked against its transformers config.json (no weights read).
+
+        Raises:
+            FileNotFoundError: `path` is not a world-model folder.
+            ValueError: config.json's vocabulary does not match ours.
+        """
+        path = Path(path)
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"{path} is not a world-model folder: no config.json")
         if not (path / CONFIG_NAME).is_file():
             raise FileNotFoundError(f"{path} has no {CONFIG_NAME}: convert LWM checkpoints with `openvica convert lwm`")
         config = WorldModelConfig(**json.loads((path / CONFIG_NAME).read_text()))
-        llama = LlamaForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True, local_files_only=True)
-        if llama.config.vocab_size != config.vocab_size:
-            raise ValueError(f"{path}/config.json has vocab_size={llama.config.vocab_size} but {CONFIG_NAME} "
-                             f"says {config.text_vocab_size} text + {config.vision_vocab_size} vision = {config.vocab_size}")
-        if adapter is not None:
-            llama = _merge_adapter(llama, Path(adapter))
-        return cls(config, llama).to(device).eval()
+        vocab_size = json.loads((path / "config.json").read_text()).get("vocab_size")
+        if vocab_size != config.vocab_size:
+            raise ValueError(f"{path}/config.json has vocab_size={vocab_size} but {CONFIG_NAME} says "
+                             f"{config.text_vocab_size} text + {config.vision_vocab_size} vision = {config.vocab_size}")
+        return config
 
 
 class KVCache:
@@ -240,6 +254,17 @@ class KVCache:
         new.keys, new.values = self.keys.index_select(1, index), self.values.index_select(1, index)
         new.length = self.length
         return new
+
+
+def frame_ids(config: WorldModelConfig, codes: torch.Tensor, ego_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """The sequence layout of frames: codes (..., F, h, w) [+ ego vision ids (..., F, 2)] -> merged ids (..., F, n'):
+    per frame [ego speed, ego yaw] + h*w codes + end-of-frame. The engine and the training loop both use it."""
+    flat = codes.reshape(*codes.shape[:-2], -1)  # (..., F, n)
+    parts = [config.vision_id(flat), torch.full((*flat.shape[:-1], 1), config.end_of_frame_id, dtype=torch.long,
+                                                device=codes.device)]
+    if ego_ids is not None:
+        parts.insert(0, config.vision_id(ego_ids))
+    return torch.cat(parts, dim=-1)
 
 
 def create_world_model(preset: str = "tiny", seed: int = 0, dtype: torch.dtype = torch.float32,
@@ -281,6 +306,9 @@ def encode_prompt(text_tokenizer, text_vocab_size: int, prompt: str = PROMPT) ->
         ValueError: the tokenizer emits ids outside the world model's text vocabulary.
     """
     ids = list(text_tokenizer(prompt)["input_ids"])
+    bos = text_tokenizer.bos_token_id
+    if bos is not None and ids[:1] != [bos]:  # LWM writes "<s>" before its prompts; tokenizers differ on adding it
+        ids = [bos, *ids]
     if max(ids) >= text_vocab_size:
         raise ValueError(f"the text tokenizer produced id {max(ids)} but the world model has only "
                          f"{text_vocab_size} text ids; the tokenizer does not belong to this model")

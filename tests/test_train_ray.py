@@ -1,0 +1,61 @@
+"""training/wm.py on Ray: 2 CPU workers train with DDP, and `ray job submit` runs the script on a `ray start` cluster."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_train_wm import config, store  # noqa: F401  (the tiny synthetic store fixture)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_two_ray_workers_train_with_ddp_and_checkpoint(store, tmp_path):  # noqa: F811
+    import ray
+
+    from openvica_sim.training.wm import run
+
+    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, object_store_memory=256 << 20)
+    try:
+        run(config(store, tmp_path / "run", "scaling.num_workers=2", "trainer.max_steps=3",
+                   "trainer.checkpoint_every=3", "trainer.batch_size=4"))
+    finally:
+        ray.shutdown()
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2, 3]
+    assert (tmp_path / "run" / "checkpoints" / "step-0000003" / "COMPLETE").is_file()
+    assert (tmp_path / "run" / "world_model" / "config.json").is_file()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ray_job_submit_runs_the_training_script_on_a_local_cluster(store, tmp_path):  # noqa: F811
+    bin_dir = str(Path(sys.executable).parent)
+    # `ray job submit -- python ...` runs the python on the PATH that started the cluster (DESIGN.md, Ray pitfalls)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0"}
+    ray = shutil.which("ray", path=env["PATH"])
+    port, dashboard = _free_port(), _free_port()
+    subprocess.run([ray, "start", "--head", f"--port={port}", f"--dashboard-port={dashboard}", "--num-cpus=2",
+                    "--num-gpus=0", "--include-dashboard=true", "--disable-usage-stats"], env=env, check=True,
+                   capture_output=True, timeout=180)
+    try:
+        overrides = ["model=tiny", "model.preset=test", f"data.store={store}", "data.num_future_frames=2",
+                     "data.loader_workers=0", f"run.dir={tmp_path / 'run'}", "trainer.batch_size=2",
+                     "trainer.max_steps=2", "trainer.checkpoint_every=2", "trainer.log_every=1"]
+        job = subprocess.run([ray, "job", "submit", f"--address=http://127.0.0.1:{dashboard}", "--working-dir", ".",
+                              "--", "python", "training/wm.py", *overrides], cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=600)
+        assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+    finally:
+        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+    assert (tmp_path / "run" / "checkpoints" / "step-0000002" / "COMPLETE").is_file()
+    assert (tmp_path / "run" / "world_model" / "config.json").is_file()

@@ -1,0 +1,250 @@
+"""What the three training scripts share (DESIGN.md "Training runs"): the run folder, checkpoints, the learning-rate
+schedule, resumable data order, and launching the same loop in-process or as a Ray Train `TorchTrainer`.
+
+A run folder `run.dir`:
+
+    config.yaml                     the resolved config of the first launch (later launches must match it)
+    metrics.jsonl                   one JSON object per logged step: step, loss (+ components), lr, throughput
+    checkpoints/step-NNNNNNN/       trainable.safetensors, optimizer.pt, state.json, then COMPLETE (written last)
+    <the bundle part>               at the end: world_model/ (or world_model_adapter/), tokenizer/, video_decoder/
+
+Resume is exact by construction: every random draw of step s derives from (seed, s, rank) and the data order from
+(seed, epoch), so a restarted run that loads step s's weights and optimiser state computes step s+1 as the
+uninterrupted run did.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import load_file, save_file
+
+COMPLETE = "COMPLETE"
+
+
+# ---- config -------------------------------------------------------------------------------------------------------
+
+def resolve(cfg: DictConfig) -> dict:
+    """The config as plain data, resolved on the driver (workers cannot resolve ${hydra:...}); run.dir made absolute
+    (a Ray job's working directory is a throwaway copy)."""
+    out = OmegaConf.to_container(cfg, resolve=True)
+    out.pop("hydra", None)
+    out["run"]["dir"] = str(Path(out["run"]["dir"]).expanduser().resolve())
+    return out
+
+
+def check(cfg: dict, required: dict[str, type]) -> None:
+    """Raise one ValueError listing every missing or mistyped key (dotted names)."""
+    errors = []
+    for dotted, kind in required.items():
+        node = cfg
+        for part in dotted.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is None or node == "???":
+            errors.append(f"{dotted} is not set")
+        elif not isinstance(node, kind) or isinstance(node, bool) and kind is not bool:
+            errors.append(f"{dotted}={node!r} should be {getattr(kind, '__name__', kind)}")
+    workers = max(1, cfg["scaling"]["num_workers"])
+    if cfg["trainer"]["batch_size"] % workers:
+        errors.append(f"trainer.batch_size={cfg['trainer']['batch_size']} is the global batch and must be a multiple "
+                      f"of scaling.num_workers={workers}")
+    if errors:
+        raise ValueError("bad training config:\n  " + "\n  ".join(errors))
+
+
+def lr_at(step: int, optim: dict) -> float:
+    """Linear warm-up to optim.lr over warmup_steps, cosine decay to optim.min_lr over decay_steps, then constant."""
+    lr, min_lr, warmup, decay = optim["lr"], optim["min_lr"], optim["warmup_steps"], optim["decay_steps"]
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(1, decay))
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * t))
+
+
+# ---- the run folder -----------------------------------------------------------------------------------------------
+
+class RunFolder:
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.checkpoints = self.path / "checkpoints"
+
+    def start(self, cfg: dict) -> None:
+        """Create the folder and write config.yaml; on a rerun, refuse a config that changes the model or data
+        (trainer.max_steps may grow: that continues a finished run)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        config_file = self.path / "config.yaml"
+        if config_file.is_file():
+            old = OmegaConf.to_container(OmegaConf.load(config_file))
+            keep = lambda c: {k: v for k, v in c.items() if k not in ("trainer", "scaling", "run")}
+            if keep(old) != keep(cfg):
+                raise ValueError(f"{self.path} holds a run with another model/data/optim config; use a new run.dir "
+                                 f"or the same settings (only trainer.*, scaling.* may change on resume)")
+        _atomic_write_text(config_file, OmegaConf.to_yaml(OmegaConf.create(cfg)))
+
+    def log(self, record: dict) -> None:
+        with open(self.path / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def metrics(self) -> list[dict]:
+        path = self.path / "metrics.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+    def latest_checkpoint(self) -> Path | None:
+        done = sorted(p for p in self.checkpoints.glob("step-*") if (p / COMPLETE).is_file())
+        return done[-1] if done else None
+
+    def save_checkpoint(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                        state: dict, keep: int = 2) -> Path:
+        """Write checkpoint `step` into a temp folder, mark it complete, rename it into place; keep the last `keep`."""
+        final = self.checkpoints / f"step-{step:07d}"
+        tmp = self.checkpoints / f".tmp-step-{step:07d}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_file(trainable_state(model), tmp / "trainable.safetensors")
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        (tmp / "state.json").write_text(json.dumps({**state, "step": step}))
+        (tmp / COMPLETE).write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        for old in sorted(p for p in self.checkpoints.glob("step-*") if (p / COMPLETE).is_file())[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def load_checkpoint(self, path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+        load_trainable_state(model, load_file(path / "trainable.safetensors"))
+        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+        return json.loads((path / "state.json").read_text())
+
+    def truncate_metrics(self, step: int) -> None:
+        """Drop metrics logged after `step` (a crashed run's steps that the resumed run will redo)."""
+        kept = [m for m in self.metrics() if m["step"] <= step]
+        _atomic_write_text(self.path / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in kept))
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().cpu().contiguous() for name, p in _unwrap(model).named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    params = {name: p for name, p in _unwrap(model).named_parameters() if p.requires_grad}
+    if set(params) != set(state):
+        raise ValueError(f"checkpoint does not fit the model: missing {sorted(set(params) - set(state))[:4]}, "
+                         f"unexpected {sorted(set(state) - set(params))[:4]}")
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(state[name])
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model  # DDP
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# ---- data order ---------------------------------------------------------------------------------------------------
+
+class StepIndexed(torch.utils.data.Dataset):
+    """A store dataset indexed by the running sample count k of this rank: epoch k // len, item k % len of that
+    epoch's (seed, epoch) order. A run resumed at step s starts at k = s * batch: the same samples, in order."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __getitem__(self, k: int):
+        epoch, i = divmod(k, len(self.dataset))
+        if epoch != self.dataset.epoch:
+            self.dataset.set_epoch(epoch)
+        return self.dataset[i]
+
+    def __len__(self) -> int:
+        return 2**62  # endless; the sampler decides where to start
+
+
+class _CountFrom(torch.utils.data.Sampler):
+    def __init__(self, start: int):
+        self.start = start
+
+    def __iter__(self):
+        k = self.start
+        while True:
+            yield k
+            k += 1
+
+
+def batches(dataset, batch_size: int, start_step: int, num_workers: int = 0):
+    """Endless batches of this rank's samples, starting where step `start_step` starts."""
+    return iter(torch.utils.data.DataLoader(StepIndexed(dataset), batch_size=batch_size,
+                                            sampler=_CountFrom(start_step * batch_size), num_workers=num_workers,
+                                            persistent_workers=num_workers > 0, drop_last=True))
+
+
+# ---- workers and launching ----------------------------------------------------------------------------------------
+
+def worker_context(use_gpu: bool) -> tuple[int, int, torch.device]:
+    """(rank, world size, device) inside a Ray Train worker, or (0, 1, cpu/cuda) in-process."""
+    try:
+        import ray.train
+
+        context = ray.train.get_context()
+        rank, world = context.get_world_rank(), context.get_world_size()
+    except (ImportError, RuntimeError, AttributeError):
+        rank, world = 0, 1
+    if use_gpu:
+        if world > 1:
+            import ray.train.torch
+
+            return rank, world, ray.train.torch.get_device()
+        return rank, world, torch.device("cuda")
+    return rank, world, torch.device("cpu")
+
+
+def prepare(model: torch.nn.Module, world: int, strategy: str = "ddp") -> torch.nn.Module:
+    """DDP (or FSDP with use_orig_params, which LoRA needs) across Ray Train workers; the model itself alone."""
+    if world == 1:
+        return model
+    import ray.train.torch
+
+    if strategy == "fsdp":
+        return ray.train.torch.prepare_model(model, parallel_strategy="fsdp",
+                                             parallel_strategy_kwargs={"use_orig_params": True})
+    return ray.train.torch.prepare_model(model, parallel_strategy="ddp")
+
+
+def report(metrics: dict, world: int) -> None:
+    """Tell Ray Train (every worker calls it: it is a barrier); nothing in-process."""
+    if world > 1:
+        import ray.train
+
+        ray.train.report(metrics)
+
+
+def launch(train_loop, cfg: dict) -> None:
+    """Run `train_loop(cfg)` in this process (scaling.num_workers = 0) or on a Ray Train TorchTrainer with
+    scaling.num_workers workers (RAY_ADDRESS or the cluster of `ray job submit` is used when there is one)."""
+    scaling = cfg["scaling"]
+    if scaling["num_workers"] == 0:
+        train_loop(cfg)
+        return
+    import ray
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=True)
+    trainer = TorchTrainer(
+        train_loop, train_loop_config=cfg,
+        scaling_config=ScalingConfig(num_workers=scaling["num_workers"], use_gpu=scaling["use_gpu"]),
+        run_config=RunConfig(name=Path(cfg["run"]["dir"]).name, storage_path=str(Path(cfg["run"]["dir"]) / "ray"),
+                             failure_config=FailureConfig(max_failures=scaling["max_failures"])))
+    trainer.fit()

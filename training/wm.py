@@ -1,0 +1,197 @@
+"""Fine-tune the world model (paper III-C c): teacher-forced cross-entropy on image tokens, LoRA, AdamW, cosine.
+
+    python training/wm.py data.store=bdd-train.zarr model.init=wm-7b/            # LWM-Chat-1M, LoRA (paper)
+    python training/wm.py model=tiny data.store=synthetic.zarr                    # a tiny WM from scratch, CPU
+    ray job submit --working-dir . -- python training/wm.py data.store=/shared/bdd.zarr model.init=/shared/wm-7b \
+        scaling=cluster scaling.num_workers=8 run.dir=/shared/runs/wm
+
+A sample is the fixed prompt then T + N = 16 frames of [ego ids] + 256 codes + end-of-frame (the engine's layout,
+`world_model.frame_ids`). The loss counts the code targets only: prompt targets are fixed text, end-of-frame
+targets are forced at inference, ego ids are given (see `losses.world_model_loss`). With data.action_conditioned,
+each frame's ego ids come from the store's speed and yaw rate, replaced by "unknown" with probability
+trainer.action_dropout (DESIGN.md "Ego conditioning").
+
+The run ends with `run.dir/world_model/` (full fine-tuning) or `run.dir/world_model_adapter/` (LoRA), the bundle
+part that `openvica bundle create` takes.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+from openvica_sim.actions import ActionCoding
+from openvica_sim.data.loaders import TokenWindows
+from openvica_sim.losses import world_model_loss
+from openvica_sim.models.world_model import (PROMPT, WorldModel, build_text_tokenizer, create_world_model,
+                                             encode_prompt, frame_ids)
+from openvica_sim.training.common import (RunFolder, batches, check, launch, lr_at, prepare, report, resolve,
+                                          worker_context)
+
+REQUIRED = {"data.store": str, "data.num_seed_frames": int, "data.num_future_frames": int, "trainer.max_steps": int,
+            "trainer.batch_size": int, "trainer.checkpoint_every": int, "scaling.num_workers": int,
+            "optim.lr": float, "run.dir": str, "seed": int}
+
+
+def build_model(cfg: dict, device: torch.device):
+    """The world model to train, its text tokenizer, and the trainable fraction; LoRA when model.lora.enabled."""
+    m = cfg["model"]
+    if m["init"] == "random":
+        wm = create_world_model(m["preset"], seed=cfg["seed"])
+        text_tokenizer = build_text_tokenizer()
+    else:
+        from transformers import AutoTokenizer
+
+        frozen_dtype = torch.bfloat16 if device.type == "cuda" and m["lora"]["enabled"] else torch.float32
+        wm = WorldModel.from_pretrained(m["init"], dtype=frozen_dtype)
+        text_tokenizer = AutoTokenizer.from_pretrained(m["init"], local_files_only=True)
+    if m["lora"]["enabled"]:
+        wm.llama = add_lora(wm.llama, m["lora"])
+    wm.to(device).train()
+    if cfg["trainer"]["gradient_checkpointing"] and device.type == "cuda":
+        wm.llama.gradient_checkpointing_enable()
+    return wm, text_tokenizer
+
+
+def add_lora(llama, lora: dict):
+    """LoRA on every linear and embedding layer, norms trained fully (paper III-C c); trainable weights in fp32."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+                        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+                                        "embed_tokens", "lm_head"],
+                        modules_to_save=["input_layernorm", "post_attention_layernorm", "norm"])
+    model = get_peft_model(llama, config)
+    for p in model.parameters():
+        if p.requires_grad:
+            p.data = p.data.float()
+    return model
+
+
+def trainable_fraction(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameters; peft's saved copies of the norms count once, as trainable."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for n, p in model.named_parameters() if "original_module" not in n)
+    return trainable, total
+
+
+def make_batch(batch: dict, prompt_ids: list[int], config, coding: ActionCoding | None, dropout: float,
+               generator: torch.Generator, device: torch.device):
+    """Store windows -> (input ids (B, L), target ids (B, L), loss mask (B, L))."""
+    codes = batch["tokens"].to(device)  # (B, F, h, w)
+    B, F = codes.shape[:2]
+    ego = None
+    if coding is not None:
+        ids = torch.as_tensor(coding.vision_ids(batch["speed_mps"].numpy(), batch["yaw_rate_rps"].numpy()))
+        drop = torch.rand(B, F, generator=generator) < dropout  # 10 % "unknown": robust to missing ego data
+        ego = torch.where(drop[..., None], torch.as_tensor(coding.unknown_ids((B, F))), ids).to(device)
+    frames = frame_ids(config, codes, ego).reshape(B, -1)  # (B, F n')
+    prompt = torch.tensor(prompt_ids, device=device).expand(B, -1)  # (B, M)
+    sequence = torch.cat([prompt, frames], dim=1)
+    inputs, targets = sequence[:, :-1], sequence[:, 1:]
+    first_code = config.vision_id(0)
+    mask = (targets >= first_code) & (targets < first_code + config.codebook_size)
+    return inputs, targets, mask
+
+
+def train_loop(cfg: dict) -> None:
+    """One worker's loop: build, resume from the last complete checkpoint, train to trainer.max_steps, export."""
+    trainer, optim = cfg["trainer"], cfg["optim"]
+    rank, world, device = worker_context(cfg["scaling"]["use_gpu"])
+    run = RunFolder(cfg["run"]["dir"])
+    wm, text_tokenizer = build_model(cfg, device)
+    config = wm.config
+    prompt_ids = encode_prompt(text_tokenizer, config.text_vocab_size, cfg["model"].get("prompt") or PROMPT)
+    coding = ActionCoding(config.codebook_size) if cfg["data"]["action_conditioned"] else None
+    params = [p for p in wm.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]  # no weight decay on norms (LLaMA-2)
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": optim["weight_decay"]},
+                                   {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
+                                  lr=optim["lr"], betas=tuple(optim["betas"]), eps=optim["eps"])
+    start = 0
+    latest = run.latest_checkpoint()
+    if latest is not None:
+        start = run.load_checkpoint(latest, wm, optimizer)["step"]
+    model = prepare(wm, world, cfg["scaling"]["strategy"])
+    if rank == 0:
+        trainable, total = trainable_fraction(wm)
+        print(f"world model: {trainable:,} of {total:,} parameters trainable ({100 * trainable / total:.2f} %); "
+              f"{'resuming at step ' + str(start) if start else 'starting'}", flush=True)
+        run.truncate_metrics(start)
+    window = cfg["data"]["num_seed_frames"] + cfg["data"]["num_future_frames"]
+    dataset = TokenWindows(cfg["data"]["store"], window=window, seed=cfg["seed"], rank=rank, world_size=world)
+    per_worker = trainer["batch_size"] // world
+    data = batches(dataset, per_worker, start, num_workers=cfg["data"]["loader_workers"])
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and trainer["bf16"] else None
+    bar = _progress(start, trainer["max_steps"], rank == 0)
+    for step in range(start, trainer["max_steps"]):
+        started = time.perf_counter()
+        generator = torch.Generator().manual_seed(cfg["seed"] * 1_000_003 + step * 1009 + rank)
+        inputs, targets, mask = make_batch(next(data), prompt_ids, config, coding, trainer["action_dropout"],
+                                           generator, device)
+        lr = lr_at(step, optim)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with autocast if autocast is not None else torch.autocast("cpu", enabled=False):
+            logits = model(inputs)  # WorldModel.forward: full-vocabulary logits (B, L, V)
+        loss = world_model_loss(logits, targets, mask)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, optim["grad_clip"])
+        optimizer.step()
+        done = step + 1
+        seconds = time.perf_counter() - started
+        record = {"step": done, "loss": loss.item(), "lr": lr, "grad_norm": float(grad_norm),
+                  "tokens_per_s": inputs.numel() * world / seconds}
+        if rank == 0 and (done % trainer["log_every"] == 0 or done == trainer["max_steps"]):
+            run.log(record)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}", tok_s=f"{record['tokens_per_s']:.0f}")
+        if done % trainer["checkpoint_every"] == 0 or done == trainer["max_steps"]:
+            if rank == 0:
+                run.save_checkpoint(done, wm, optimizer, {"samples_per_rank": done * per_worker})
+            report({"step": done, "loss": record["loss"]}, world)
+    if rank == 0:
+        export(wm, text_tokenizer, run.path, cfg["model"]["lora"]["enabled"])
+
+
+def export(wm: WorldModel, text_tokenizer, folder: Path, lora: bool) -> Path:
+    """The bundle part: a full world-model folder, or the LoRA adapter (with the trained norms) beside the base."""
+    if lora:
+        out = folder / "world_model_adapter"
+        wm.llama.save_pretrained(out, save_embedding_layers=False)  # embeddings are LoRA-adapted, not resized
+        return out
+    out = folder / "world_model"
+    wm.save_pretrained(out)
+    text_tokenizer.save_pretrained(out)
+    return out
+
+
+def _progress(start: int, total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=start, desc="train wm", unit="step")
+
+
+def run(cfg: DictConfig) -> None:
+    """Resolve and check on the driver, then launch (in-process or on Ray)."""
+    plain = resolve(cfg)
+    check(plain, REQUIRED)
+    RunFolder(plain["run"]["dir"]).start(plain)
+    launch(train_loop, plain)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="wm")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()
