@@ -148,9 +148,9 @@ def convert_vqgan(args) -> int:
 
     source = Path(args.checkpoint)
     if source.is_dir():  # aMUSEd's vqvae/ folder, already in diffusers format
-        out = import_amused_vqvae(source, args.out)
+        out = import_amused_vqvae(source, Path(args.out), overwrite=args.overwrite)
     else:
-        out = convert(source, args.out)
+        out = convert(source, Path(args.out), resolution=args.resolution, overwrite=args.overwrite)
     print(f"wrote tokenizer {out}")
     return 0
 
@@ -259,6 +259,8 @@ def _parser() -> argparse.ArgumentParser:
                       "from the shapes, and write a diffusers VQModel folder. A folder is taken as aMUSEd's vqvae/.")
     cv.add_argument("--checkpoint", required=True, help="LWM's `vqgan` pickle, or an aMUSEd vqvae/ folder")
     cv.add_argument("--out", required=True, help="new tokenizer folder")
+    cv.add_argument("--resolution", type=int, default=256, help="frame size the tokenizer is used at (default 256)")
+    cv.add_argument("--overwrite", action="store_true")
     cv.set_defaults(run=convert_vqgan)
 
     d = sub.add_parser("data", help="datasets").add_subparsers(title="data commands")

@@ -46,6 +46,7 @@ import msgpack
 import torch
 from safetensors.torch import save_file
 
+from . import check_writable, writing_folder
 from ..models.world_model import CONFIG_NAME, PRESETS, WorldModelConfig, encode_prompt
 
 EXT_NDARRAY, EXT_NPSCALAR = 1, 3  # flax.serialization._MsgpackExtType
@@ -170,13 +171,10 @@ def convert_lwm(params: str | os.PathLike, out: str | os.PathLike, tokenizer: st
     if unknown:
         raise ValueError(f"unknown world-model settings {sorted(unknown)}; settable: {sorted(names)}")
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} exists and is not empty; choose a new folder or pass overwrite=True")
+    check_writable(out, overwrite)  # before the conversion, which takes minutes at 7B
     base = {f.name: getattr(WorldModelConfig(), f.name) for f in fields(WorldModelConfig)}
     settings = {**base, **PRESETS[preset], **overrides}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with writing_folder(out, overwrite) as tmp:
         shapes = _write_weights(params, tmp, settings["num_heads"], dtype, param_scan_axis, shard_bytes, progress)
         weights_dtype = shapes.pop("dtype")
         for field in SHAPE_FIELDS:
@@ -190,12 +188,6 @@ def convert_lwm(params: str | os.PathLike, out: str | os.PathLike, tokenizer: st
         text_tokenizer = _text_tokenizer(tokenizer, config)
         encode_prompt(text_tokenizer, config.text_vocab_size)  # raises if the tokenizer does not fit the model
         text_tokenizer.save_pretrained(tmp)
-        tmp.chmod(0o755)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

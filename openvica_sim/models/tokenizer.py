@@ -84,6 +84,11 @@ class TokenizerConfig:
         if cfg.get("norm_type", "group") != "group" or cfg.get("vq_embed_dim") not in (None, cfg["latent_channels"]):
             raise ValueError(f"unsupported VQModel config {unsupported}: openvica needs norm_type='group' "
                              f"and vq_embed_dim equal to latent_channels")
+        plain = {"down_block_types": "DownEncoderBlock2D", "up_block_types": "UpDecoderBlock2D"}
+        other = {k: cfg[k] for k, v in plain.items() if any(t != v for t in cfg.get(k, [v]))}
+        if other:
+            raise ValueError(f"unsupported VQModel config {other}: openvica's tokenizer has no attention inside the "
+                             f"levels (aMUSEd and LWM's VQGAN have none)")
         return cls(
             block_out_channels=tuple(cfg["block_out_channels"]),
             layers_per_block=cfg["layers_per_block"],
