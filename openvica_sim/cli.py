@@ -56,14 +56,14 @@ def rollout(args) -> int:
         raise ValueError(f"need at least 2 seed frames, got {len(seeds)} from {args.frames or args.video}")
     if len({s.shape for s in seeds}) != 1:
         raise ValueError(f"seed frames differ in size: {[s.shape for s in seeds]}")
-    torch.set_grad_enabled(False)
-    started = time.perf_counter()
-    bundle = load_bundle(args.bundle, device=args.device)
-    sim = Simulator(bundle, top_k=args.top_k, temperature=args.temperature,
-                    decoder={"vdec": "video_decoder", "dec": "tokenizer", None: None}[args.decoder])
-    loaded = time.perf_counter()
-    out = sim.rollout(seeds[None], args.steps, seeds=derive_seeds(args.seed, 1), progress=True)
-    done = time.perf_counter()
+    with torch.no_grad():  # a block, not torch.set_grad_enabled(False): that would leak into callers of main()
+        started = time.perf_counter()
+        bundle = load_bundle(args.bundle, device=args.device)
+        sim = Simulator(bundle, top_k=args.top_k, temperature=args.temperature,
+                        decoder={"vdec": "video_decoder", "dec": "tokenizer", None: None}[args.decoder])
+        loaded = time.perf_counter()
+        out = sim.rollout(seeds[None], args.steps, seeds=derive_seeds(args.seed, 1), progress=True)
+        done = time.perf_counter()
     seed_view = model_view(seeds)
     video = np.concatenate([seed_view, out.frames[0]])
     out_path = write_video(args.out, video, fps=bundle.fps)
