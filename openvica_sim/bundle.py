@@ -136,13 +136,14 @@ def save_bundle(bundle: Bundle, path: str | Path, adapter: str | Path | None = N
 
 def create_bundle(tokenizer: str | Path, world_model: str | Path, out: str | Path,
                   video_decoder: str | Path | None = None, action_conditioned: bool = False,
-                  prompt: str = PROMPT) -> Path:
+                  prompt: str = PROMPT, adapter: str | Path | None = None) -> Path:
     """Assemble a bundle from converted parts (`openvica bundle create`).
 
     `tokenizer` is a VQModel folder (`openvica convert vqgan`, or aMUSEd's `vqvae/`), `world_model` a folder from
     `openvica convert lwm` (with its text tokenizer), `video_decoder` a VDEC folder; without one, VDEC is inflated
     from the tokenizer's DEC (equal to DEC frame by frame until fine-tuned). The world model's weights are never
-    loaded: its folder is hard-linked (or copied) into the bundle, so a 7B model assembles in seconds.
+    loaded: its folder is hard-linked (or copied) into the bundle, so a 7B model assembles in seconds. `adapter`
+    is a LoRA run's `world_model_adapter/` (training/wm.py), stored beside it and merged at load time.
 
     Raises:
         FileNotFoundError: a part folder is missing or incomplete.
@@ -164,7 +165,10 @@ def create_bundle(tokenizer: str | Path, world_model: str | Path, out: str | Pat
     def link_world_model(folder: Path) -> None:
         shutil.copytree(world_model, folder, copy_function=_link_or_copy)
 
-    return _write_bundle(bundle, out, link_world_model)
+    if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{adapter} is not a LoRA adapter folder (no adapter_config.json); training/wm.py "
+                                f"writes one as run.dir/world_model_adapter/")
+    return _write_bundle(bundle, out, link_world_model, adapter)
 
 
 def _link_or_copy(src: str, dst: str) -> None:

@@ -123,7 +123,7 @@ def bundle_create(args) -> int:
     from .bundle import create_bundle
 
     out = create_bundle(args.tokenizer, args.world_model, args.out, video_decoder=args.video_decoder,
-                        action_conditioned=args.action_conditioned)
+                        action_conditioned=args.action_conditioned, adapter=args.adapter)
     how = "given" if args.video_decoder else "inflated from the tokenizer's decoder"
     print(f"wrote bundle {out} (video decoder {how}); try: openvica rollout --bundle {out} --video drive.mov")
     return 0
@@ -227,6 +227,7 @@ def _parser() -> argparse.ArgumentParser:
     bc.add_argument("--tokenizer", required=True, help="diffusers VQModel folder (TOK + DEC)")
     bc.add_argument("--world-model", required=True, help="world-model folder from `openvica convert lwm`")
     bc.add_argument("--video-decoder", default=None, help="VDEC folder (default: inflate DEC)")
+    bc.add_argument("--adapter", default=None, help="LoRA adapter of a training/wm.py run (run.dir/world_model_adapter)")
     bc.add_argument("--action-conditioned", action="store_true", help="the world model was fine-tuned with ego tokens")
     bc.add_argument("--out", required=True)
     bc.set_defaults(run=bundle_create)

@@ -113,6 +113,15 @@ def test_lora_trains_adapters_and_norms_and_leaves_the_base_weights_unchanged(st
                            before["model.layers.0.self_attn.q_proj.weight"]), "LoRA changed the merged weights"
     assert not torch.equal(moved["model.norm.weight"], before["model.norm.weight"]), "norms are trained fully"
 
+    from openvica_sim.bundle import create_bundle, load_bundle
+    from openvica_sim.models.tokenizer import create_tokenizer
+
+    create_tokenizer("test").save_pretrained(tmp_path / "tok")
+    create_bundle(tmp_path / "tok", tmp_path / "base", tmp_path / "bundle",
+                  adapter=tmp_path / "run" / "world_model_adapter")  # merged at load time
+    loaded = load_bundle(tmp_path / "bundle").world_model.llama.state_dict()
+    assert torch.allclose(loaded["model.layers.0.self_attn.q_proj.weight"], moved["model.layers.0.self_attn.q_proj.weight"])
+
 
 def test_lora_at_lwm_7b_shapes_trains_the_papers_share_of_parameters():
     """Paper III-C c: 2.39 % of 6.97B parameters trainable. Built on the meta device: no memory, no weights."""
