@@ -227,7 +227,22 @@ def test_pickles_of_any_protocol_load_as_plain_dicts_of_float32_arrays(tmp_path,
     np.testing.assert_array_equal(conv["kernel"], kernel.astype(np.float16).astype(np.float32))
 
 
-class _FlaxFrozenDict(Mapping):
+class _OverDict(Mapping):
+    """A read-only mapping over `self._dict`; no slots of its own, so subclasses choose how they pickle."""
+
+    __slots__ = ()
+
+    def __getitem__(self, key):
+        return self._dict[key]
+
+    def __iter__(self):
+        return iter(self._dict)
+
+    def __len__(self):
+        return len(self._dict)
+
+
+class _FlaxFrozenDict(_OverDict):
     """flax >= 0.3's FrozenDict as it pickles: `__reduce__` returns (FrozenDict, (plain nested dict,))."""
 
     __module__, __qualname__ = "flax.core.frozen_dict", "FrozenDict"
@@ -235,20 +250,11 @@ class _FlaxFrozenDict(Mapping):
     def __init__(self, xs):
         self._dict = dict(xs)
 
-    def __getitem__(self, key):
-        return self._dict[key]
-
-    def __iter__(self):
-        return iter(self._dict)
-
-    def __len__(self):
-        return len(self._dict)
-
     def __reduce__(self):
         return type(self), (self._dict,)
 
 
-class _Flax02FrozenDict(Mapping):
+class _Flax02FrozenDict(_OverDict):
     """flax 0.2's FrozenDict: `__slots__` and no `__reduce__`, so pickle stores its slots."""
 
     __module__, __qualname__ = "flax.core.frozen_dict", "FrozenDict"
@@ -256,15 +262,6 @@ class _Flax02FrozenDict(Mapping):
 
     def __init__(self, xs):
         self._dict, self._leaves, self._treedef, self._hash = dict(xs), None, None, None
-
-    def __getitem__(self, key):
-        return self._dict[key]
-
-    def __iter__(self):
-        return iter(self._dict)
-
-    def __len__(self):
-        return len(self._dict)
 
 
 def _install_fake_module(monkeypatch, obj) -> None:

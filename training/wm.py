@@ -126,7 +126,7 @@ def train_loop(cfg: dict) -> None:
     dataset = TokenWindows(cfg["data"]["store"], window=window, seed=cfg["seed"], rank=rank, world_size=world)
     per_worker = trainer["batch_size"] // world
     data = batches(dataset, per_worker, start, num_workers=cfg["data"]["loader_workers"])
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and trainer["bf16"] else None
+    bf16 = device.type == "cuda" and trainer["bf16"]
     bar = _progress(start, trainer["max_steps"], rank == 0)
     for step in range(start, trainer["max_steps"]):
         started = time.perf_counter()
@@ -136,7 +136,7 @@ def train_loop(cfg: dict) -> None:
         lr = lr_at(step, optim)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        with autocast if autocast is not None else torch.autocast("cpu", enabled=False):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(inputs)  # WorldModel.forward: full-vocabulary logits (B, L, V)
         loss = world_model_loss(logits, targets, mask)
         optimizer.zero_grad(set_to_none=True)

@@ -68,6 +68,13 @@ LAYER_PARAMS = {
     ("attention_norm", "kernel"): ("input_layernorm.weight", "norm"),
     ("ffn_norm", "kernel"): ("post_attention_layernorm.weight", "norm"),
 }
+# LWM's separate text and vision tables -> (merged transformers tensor, which half); text rows come first
+VOCAB_HALVES = {
+    ("transformer", "wte", "embedding"): ("model.embed_tokens.weight", "text"),
+    ("transformer", "vte", "embedding"): ("model.embed_tokens.weight", "vision"),
+    ("lm_head", "kernel"): ("lm_head.weight", "text"),
+    ("vision_head", "kernel"): ("lm_head.weight", "vision"),
+}
 # config fields the checkpoint's shapes determine; the others come from the preset and flags
 SHAPE_FIELDS = ("text_vocab_size", "vision_vocab_size", "hidden_size", "intermediate_size", "num_layers",
                 "num_kv_heads")
@@ -206,14 +213,19 @@ def _write_weights(params, folder: Path, num_heads: int, dtype, scan_axis: int, 
         if dtype is not None:
             tensor = tensor.to(dtype)
         path = "/".join(key)
-        if key == ("transformer", "wte", "embedding"):
-            halves["model.embed_tokens.weight"]["text"] = tensor
-        elif key == ("transformer", "vte", "embedding"):
-            halves["model.embed_tokens.weight"]["vision"] = tensor
-        elif key == ("lm_head", "kernel"):
-            halves["lm_head.weight"]["text"] = tensor.t()
-        elif key == ("vision_head", "kernel"):
-            halves["lm_head.weight"]["vision"] = tensor.t()
+        if key in VOCAB_HALVES:
+            merged, half = VOCAB_HALVES[key]
+            parts = halves[merged]
+            if merged in vocab or half in parts:
+                raise ValueError(f"the checkpoint holds {path} twice")
+            parts[half] = tensor if key[0] == "transformer" else tensor.t()  # heads: Dense (in, out) -> (out, in)
+            if len(parts) == 2:  # [text; vision] rows: vision id v -> V_text + v
+                if parts["text"].shape[1] != parts["vision"].shape[1]:
+                    raise ValueError(f"{merged}: text part {tuple(parts['text'].shape)} and vision part "
+                                     f"{tuple(parts['vision'].shape)} differ in hidden size")
+                writer.add(merged, torch.cat([parts["text"], parts["vision"]]))
+                vocab[merged] = (parts["text"].shape[0], parts["vision"].shape[0])
+                parts.clear()  # free the halves
         elif key == ("transformer", "ln_f", "kernel"):
             writer.add("model.norm.weight", tensor)
         elif key[:2] == ("transformer", "h") and len(key) > 3 and key[3:] in LAYER_PARAMS:
@@ -236,16 +248,8 @@ def _write_weights(params, folder: Path, num_heads: int, dtype, scan_axis: int, 
                 writer.add(f"model.layers.{i}.{name}", _to_torch_layout(w, kind, num_heads, path))
         else:
             raise ValueError(f"unexpected parameter {path} in the checkpoint; is this an LWM (vision) LLaMA?")
-        for merged, parts in halves.items():
-            if len(parts) == 2:  # [text; vision] rows: vision id v -> V_text + v
-                if parts["text"].shape[1] != parts["vision"].shape[1]:
-                    raise ValueError(f"{merged}: text part {tuple(parts['text'].shape)} and vision part "
-                                     f"{tuple(parts['vision'].shape)} differ in hidden size")
-                writer.add(merged, torch.cat([parts["text"], parts["vision"]]))
-                vocab[merged] = (parts["text"].shape[0], parts["vision"].shape[0])
-                halves[merged] = {"done": True}  # drop the halves
     missing = [f"{merged} ({', '.join(h for h in ('text', 'vision') if h not in parts)} part)"
-               for merged, parts in halves.items() if "done" not in parts]
+               for merged, parts in halves.items() if merged not in vocab]
     expected = {name for name, _ in LAYER_PARAMS.values()}
     num_layers = len(layers)
     if not layers:
