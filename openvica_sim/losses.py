@@ -92,15 +92,17 @@ def total_tokenizer_loss(rec: torch.Tensor, codebook: torch.Tensor, ssl: torch.T
 
 
 def video_decoder_loss(frames_hat: torch.Tensor, frames: torch.Tensor, features=None,
-                       generator: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Eq. (8): sum over the window's frames tau of J_rec(x_hat_tau, x_tau) + J_G-3D.
+                       generator: torch.Tensor | None = None, l1: float = L1_WEIGHT, l2: float = L2_WEIGHT,
+                       perceptual: float = PERCEPTUAL_WEIGHT,
+                       generator_weight: float = GENERATOR_WEIGHT) -> dict[str, torch.Tensor]:
+    """Eq. (8): sum over the window's frames tau of J_rec(x_hat_tau, x_tau) + J_G-3D, as its terms and "total".
 
     frames_hat, frames: (B, 3, T, H, W) with T = 3 (frames t-1, t, t+1); generator: J_G-3D, once switched on.
     """
-    per_frame = [reconstruction_loss(frames_hat[:, :, tau], frames[:, :, tau], features)
+    per_frame = [reconstruction_loss(frames_hat[:, :, tau], frames[:, :, tau], features, l1, l2, perceptual)
                  for tau in range(frames.shape[2])]
     out = {key: sum(r[key] for r in per_frame) for key in per_frame[0]}
-    out["total"] = out["rec"] + (generator if generator is not None else 0.0)
+    out["total"] = out["rec"] + (generator_weight * generator if generator is not None else 0.0)
     return out
 
 

@@ -100,9 +100,12 @@ class RunFolder:
         done = sorted(p for p in self.checkpoints.glob("step-*") if (p / COMPLETE).is_file())
         return done[-1] if done else None
 
-    def save_checkpoint(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+    def save_checkpoint(self, step: int, model: torch.nn.Module, optimizer: "torch.optim.Optimizer | Optimizers",
                         state: dict, keep: int = 2) -> Path:
-        """Write checkpoint `step` into a temp folder, mark it complete, rename it into place; keep the last `keep`."""
+        """Write checkpoint `step` into a temp folder, mark it complete, rename it into place; keep the last `keep`.
+
+        `model`'s trainable parameters are saved (frozen ones come from the run's config); `optimizer` may be
+        `Optimizers` (generator and discriminator); `state` is JSON (step, data position, counters)."""
         final = self.checkpoints / f"step-{step:07d}"
         tmp = self.checkpoints / f".tmp-step-{step:07d}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -117,7 +120,8 @@ class RunFolder:
             shutil.rmtree(old, ignore_errors=True)
         return final
 
-    def load_checkpoint(self, path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    def load_checkpoint(self, path: Path, model: torch.nn.Module,
+                        optimizer: "torch.optim.Optimizer | Optimizers") -> dict:
         load_trainable_state(model, load_file(path / "trainable.safetensors"))
         optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
         return json.loads((path / "state.json").read_text())
@@ -150,6 +154,80 @@ def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+# ---- frozen loss networks (TOK and VDEC) ---------------------------------------------------------------------------
+
+def check_loss_networks(loss: dict) -> None:
+    """A weighted perceptual (3) or SSL (5) term needs its network's local path: say which key, before any work."""
+    needs = {"perceptual": ("perceptual_net", "torchvision VGG16 weights, e.g. vgg16-397923af.pth"),
+             "ssl": ("teacher", "a DINOv2 ViT-S/14 folder, e.g. dinov2-small/")}
+    errors = []
+    for weight, (key, what) in needs.items():
+        if loss.get(weight) and loss.get(key) in (None, "???"):
+            errors.append(f"loss.{weight}={loss[weight]} needs loss.{key}=PATH ({what}), or set loss.{weight}=0 "
+                          f"to train without that term")
+    if errors:
+        raise ValueError("bad training config:\n  " + "\n  ".join(errors))
+
+
+def frozen_networks(loss: dict, device: torch.device) -> dict:
+    """{"perceptual": VGG16 features or None, "teacher": DINOv2 or None}, frozen, for the weighted terms only."""
+    from openvica_sim.models.perceptual import load_vgg16
+    from openvica_sim.models.teacher import load_dinov2
+
+    return {"perceptual": load_vgg16(loss["perceptual_net"], device) if loss.get("perceptual") else None,
+            "teacher": load_dinov2(loss["teacher"], device) if loss.get("ssl") else None}
+
+
+# ---- optimisation -------------------------------------------------------------------------------------------------
+
+def adamw(params, optim: dict) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices and kernels only (not on norms and biases), settings from `optim`."""
+    params = [p for p in params if p.requires_grad]
+    return torch.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": optim["weight_decay"]},
+                              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
+                             lr=optim["lr"], betas=tuple(optim["betas"]), eps=optim["eps"])
+
+
+def clip_grad(params, max_norm: float | None) -> float:
+    """Clip the global gradient norm at `max_norm` (0 or None: only measure it); returns the norm before."""
+    params = [p for p in params if p.grad is not None]
+    return float(torch.nn.utils.clip_grad_norm_(params, max_norm or float("inf")))
+
+
+class Optimizers(dict):
+    """Several optimisers saved and loaded as one (the GAN stages: generator "g" and discriminator "d")."""
+
+    def state_dict(self) -> dict:
+        return {name: opt.state_dict() for name, opt in self.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, opt in self.items():
+            opt.load_state_dict(state[name])
+
+    def set_lr(self, lr: float) -> None:
+        set_lr(self.values(), lr)
+
+
+def set_lr(optimizers, lr: float) -> None:
+    for optimizer in optimizers:
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+
+def progress(start: int, total: int, enabled: bool, desc: str):
+    """A tqdm bar on rank 0 (None elsewhere)."""
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=start, desc=desc, unit="step")
+
+
+def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    """The generator of every random draw of (step, rank): resume-exact by construction."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step * 1009 + rank)
 
 
 # ---- data order ---------------------------------------------------------------------------------------------------

@@ -29,8 +29,8 @@ from openvica_sim.data.loaders import TokenWindows
 from openvica_sim.losses import world_model_loss
 from openvica_sim.models.world_model import (PROMPT, WorldModel, build_text_tokenizer, create_world_model,
                                              encode_prompt, frame_ids)
-from openvica_sim.training.common import (RunFolder, batches, check, launch, lr_at, prepare, report, resolve,
-                                          worker_context)
+from openvica_sim.training.common import (RunFolder, adamw, batches, check, clip_grad, launch, lr_at, prepare,
+                                          progress, report, resolve, set_lr, step_generator, worker_context)
 
 REQUIRED = {"data.store": str, "data.num_seed_frames": int, "data.num_future_frames": int, "trainer.max_steps": int,
             "trainer.batch_size": int, "trainer.checkpoint_every": int, "scaling.num_workers": int,
@@ -108,10 +108,7 @@ def train_loop(cfg: dict) -> None:
     prompt_ids = encode_prompt(text_tokenizer, config.text_vocab_size, cfg["model"].get("prompt") or PROMPT)
     coding = ActionCoding(config.codebook_size) if cfg["data"]["action_conditioned"] else None
     params = [p for p in wm.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]  # no weight decay on norms (LLaMA-2)
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": optim["weight_decay"]},
-                                   {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
-                                  lr=optim["lr"], betas=tuple(optim["betas"]), eps=optim["eps"])
+    optimizer = adamw(params, optim)  # no weight decay on norms (LLaMA-2)
     start = 0
     latest = run.latest_checkpoint()
     if latest is not None:
@@ -127,21 +124,20 @@ def train_loop(cfg: dict) -> None:
     per_worker = trainer["batch_size"] // world
     data = batches(dataset, per_worker, start, num_workers=cfg["data"]["loader_workers"])
     bf16 = device.type == "cuda" and trainer["bf16"]
-    bar = _progress(start, trainer["max_steps"], rank == 0)
+    bar = progress(start, trainer["max_steps"], rank == 0, "train wm")
     for step in range(start, trainer["max_steps"]):
         started = time.perf_counter()
-        generator = torch.Generator().manual_seed(cfg["seed"] * 1_000_003 + step * 1009 + rank)
+        generator = step_generator(cfg["seed"], step, rank)
         inputs, targets, mask = make_batch(next(data), prompt_ids, config, coding, trainer["action_dropout"],
                                            generator, device)
         lr = lr_at(step, optim)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        set_lr([optimizer], lr)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(inputs)  # WorldModel.forward: full-vocabulary logits (B, L, V)
         loss = world_model_loss(logits, targets, mask)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, optim["grad_clip"])
+        grad_norm = clip_grad(params, optim["grad_clip"])
         optimizer.step()
         done = step + 1
         seconds = time.perf_counter() - started
@@ -170,14 +166,6 @@ def export(wm: WorldModel, text_tokenizer, folder: Path, lora: bool) -> Path:
     wm.save_pretrained(out)
     text_tokenizer.save_pretrained(out)
     return out
-
-
-def _progress(start: int, total: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=start, desc="train wm", unit="step")
 
 
 def run(cfg: DictConfig) -> None:

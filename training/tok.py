@@ -1,0 +1,229 @@
+"""Fine-tune the image tokenizer and decoder, TOK+DEC (paper III-C b, Fig. 3): eqs. (1)-(7).
+
+    python training/tok.py data.store=bdd-img.zarr model.tokenizer.init=vqgan/ \
+        loss.perceptual_net=vgg16-397923af.pth loss.teacher=dinov2-small/           # the paper's run
+    python training/tok.py model=tiny data.store=synthetic.zarr loss.perceptual=0 loss.ssl=0   # tiny, from scratch
+
+One step on a batch of frames x (a store ingested with --store-frames):
+    z~ = ENC(x); k = VQ(z~); z = CB[k]                        codebook indices and vectors
+    x^ = DEC(sg-copy of z to z~)                              straight-through (III-C b)
+    J_total = J_rec(x^, x) + J_CB(z, z~) + 0.1 J_SSL(FC(z), DINOv2(x)) [+ J_G = -D(x^) from trainer.gan_start]
+    then, from trainer.gan_start, D is trained on the same batch with the hinge loss J_D (7).
+J_rec = 0.2 L1 + 2 L2 + 1.0 J' (eq. 2, 3; Table III's proposed setting), J_CB with beta = 0.25 (eq. 4).
+
+The perceptual network (torchvision VGG16 weights) and the teacher (a DINOv2 folder) are read from local paths;
+`loss.perceptual=0` / `loss.ssl=0` drop a term (the embedded default does: this machine has neither network).
+With `trainer.dead_code_restart_every` > 0, codes no batch used for that many steps are moved onto random encoder
+outputs: not in the paper (it fine-tunes a trained VQGAN), but training a codebook from scratch needs it.
+
+The run ends with `run.dir/tokenizer/`, the bundle part that `openvica bundle create --tokenizer` takes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import hydra
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from openvica_sim.data.loaders import ImageSamples
+from openvica_sim.losses import (codebook_loss, discriminator_loss, generator_loss, reconstruction_loss, ssl_loss,
+                                 straight_through, total_tokenizer_loss)
+from openvica_sim.models.discriminator import DiscriminatorConfig, PatchDiscriminator
+from openvica_sim.models.tokenizer import Tokenizer, create_tokenizer
+from openvica_sim.training.common import (Optimizers, RunFolder, adamw, batches, check, check_loss_networks, clip_grad,
+                                          frozen_networks, launch, lr_at, prepare, progress, report, resolve, step_generator,
+                                          worker_context)
+
+REQUIRED = {"data.store": str, "model.tokenizer.preset": str, "model.tokenizer.init": str,
+            "trainer.max_steps": int, "trainer.batch_size": int, "trainer.checkpoint_every": int,
+            "trainer.gan_start": int, "scaling.num_workers": int, "optim.lr": float, "run.dir": str, "seed": int}
+
+
+class TokenizerTraining(nn.Module):
+    """TOK+DEC with the SSL adapter FC(d -> teacher width): the generator side of Fig. 3 in one forward."""
+
+    def __init__(self, tokenizer: Tokenizer, teacher_width: int | None, beta: float):
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.ssl_head = nn.Linear(tokenizer.config.latent_channels, teacher_width) if teacher_width else None
+        self.beta = beta
+
+    def forward(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+        """frames (B, 3, H, W) -> reconstruction x^, codes (B, h, w), J_CB, and z' = FC(z) (B, h*w, C) if SSL."""
+        tok = self.tokenizer
+        z_tilde = tok.encode_latents(frames)  # (B, d, h, w)
+        with torch.no_grad():
+            codes = tok.quantize(z_tilde)  # argmin: no gradient
+        z_q = tok.embed(codes)  # CB[k], gradient to the codebook through eq. (4) only
+        z = straight_through(z_q, z_tilde)
+        out = {"x_hat": tok.decode_latents(z), "codes": codes, "codebook": codebook_loss(z_q, z_tilde, self.beta)}
+        if self.ssl_head is not None:
+            out["z_ssl"] = self.ssl_head(z.flatten(2).transpose(1, 2))  # (B, h*w, C)
+        return out
+
+
+def build(cfg: dict, device: torch.device) -> tuple[TokenizerTraining, PatchDiscriminator, dict]:
+    """(TOK+DEC with SSL head, D, frozen loss networks {"perceptual", "teacher"}) on `device`."""
+    t, loss = cfg["model"]["tokenizer"], cfg["loss"]
+    if t["init"] == "random":
+        tokenizer = create_tokenizer(t["preset"], seed=cfg["seed"])
+    else:
+        tokenizer = Tokenizer.from_pretrained(t["init"])
+    frozen = frozen_networks(loss, device)
+    teacher_width = frozen["teacher"].config.hidden_size if frozen["teacher"] is not None else None
+    torch.manual_seed(cfg["seed"] + 1)  # the SSL head and D: the same init on every rank and every launch
+    model = TokenizerTraining(tokenizer, teacher_width, loss["beta"]).to(device).train()
+    size = tokenizer.config.image_size
+    discriminator = PatchDiscriminator(DiscriminatorConfig(image_size=size, **cfg["discriminator"])).to(device)
+    return model, discriminator, frozen
+
+
+def train_loop(cfg: dict) -> None:
+    """One worker's loop: build, resume, alternate generator and discriminator steps, export `tokenizer/`."""
+    trainer, optim, loss_w = cfg["trainer"], cfg["optim"], cfg["loss"]
+    rank, world, device = worker_context(cfg["scaling"]["use_gpu"])
+    run = RunFolder(cfg["run"]["dir"])
+    model, discriminator, frozen = build(cfg, device)
+    optimizers = Optimizers(g=adamw(model.parameters(), optim), d=adamw(discriminator.parameters(), optim))
+    trained = nn.ModuleDict({"generator": model, "discriminator": discriminator})
+    K = model.tokenizer.config.codebook_size
+    start, idle = 0, torch.zeros(K, dtype=torch.long)  # idle: steps since each code was last used
+    latest = run.latest_checkpoint()
+    if latest is not None:
+        state = run.load_checkpoint(latest, trained, optimizers)
+        start, idle = state["step"], torch.tensor(state["idle_steps"], dtype=torch.long)
+    generator_net, d_net = prepare(model, world), prepare(discriminator, world)
+    if rank == 0:
+        print(f"tokenizer: {sum(p.numel() for p in model.parameters()):,} trainable parameters (TOK+DEC"
+              f"{' + SSL head' if model.ssl_head is not None else ''}), D {sum(p.numel() for p in discriminator.parameters()):,}; "
+              f"{'resuming at step ' + str(start) if start else 'starting'}", flush=True)
+        run.truncate_metrics(start)
+    dataset = ImageSamples(cfg["data"]["store"], seed=cfg["seed"], rank=rank, world_size=world)
+    per_worker = trainer["batch_size"] // world
+    data = batches(dataset, per_worker, start, num_workers=cfg["data"]["loader_workers"])
+    grid = (model.tokenizer.config.tokens_per_side,) * 2
+    bar = progress(start, trainer["max_steps"], rank == 0, "train tok")
+    for step in range(start, trainer["max_steps"]):
+        started = time.perf_counter()
+        x = next(data)["frames"].to(device)
+        lr = lr_at(step, optim)
+        optimizers.set_lr(lr)
+        gan = step >= trainer["gan_start"]
+
+        # generator (TOK+DEC): eq. (1)
+        out = generator_net(x)
+        rec = reconstruction_loss(out["x_hat"], x, frozen["perceptual"], loss_w["l1"], loss_w["l2"],
+                                  loss_w["perceptual"])
+        ssl = None
+        if model.ssl_head is not None:
+            ssl = ssl_loss(out["z_ssl"], frozen_teacher_targets(frozen["teacher"], x, grid))
+        g = generator_loss(d_net(out["x_hat"])) if gan else None
+        total = total_tokenizer_loss(rec["rec"], out["codebook"], ssl, g, ssl_weight=loss_w["ssl"],
+                                     codebook_weight=loss_w["codebook"], generator_weight=loss_w["generator"])
+        optimizers["g"].zero_grad(set_to_none=True)
+        total.backward()
+        grad_norm = clip_grad(model.parameters(), optim["grad_clip"])
+        optimizers["g"].step()
+
+        # discriminator: eq. (7), alternately on the same batch (Fig. 3, selectors **)
+        d_loss = None
+        if gan:
+            d_loss = discriminator_loss(d_net(x), d_net(out["x_hat"].detach()))
+            optimizers["d"].zero_grad(set_to_none=True)
+            d_loss.backward()
+            optimizers["d"].step()
+
+        used = _all_codes_used(out["codes"], K, world)
+        idle = torch.where(used, 0, idle + 1)
+        every = trainer["dead_code_restart_every"]
+        restarted = 0
+        if every and (step + 1) % every == 0:
+            restarted = restart_dead_codes(model.tokenizer, x, idle >= every, step_generator(cfg["seed"], step, 0),
+                                           world)
+            idle[idle >= every] = 0
+
+        done = step + 1
+        seconds = time.perf_counter() - started
+        mse = rec["l2"].item()
+        record = {"step": done, "loss": total.item(), **{k: v.item() for k, v in rec.items() if k != "rec"},
+                  "codebook": out["codebook"].item(), "lr": lr, "grad_norm": grad_norm,
+                  "psnr": 10 * math.log10(4.0 / max(mse, 1e-12)),  # pixels in [-1, 1]: peak-to-peak 2
+                  "codes_used": int(used.sum()), "images_per_s": x.shape[0] * world / seconds}
+        if ssl is not None:
+            record["ssl"] = ssl.item()
+        if gan:
+            record.update(generator=g.item(), discriminator=d_loss.item())
+        if restarted:
+            record["codes_restarted"] = restarted
+        if rank == 0 and (done % trainer["log_every"] == 0 or done == trainer["max_steps"]):
+            run.log(record)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['loss']:.3f}", psnr=f"{record['psnr']:.1f}", lr=f"{lr:.1e}",
+                            img_s=f"{record['images_per_s']:.1f}")
+        if done % trainer["checkpoint_every"] == 0 or done == trainer["max_steps"]:
+            if rank == 0:
+                run.save_checkpoint(done, trained, optimizers,
+                                    {"samples_per_rank": done * per_worker, "idle_steps": idle.tolist()})
+            report({"step": done, "loss": record["loss"]}, world)
+    if rank == 0:
+        model.tokenizer.save_pretrained(run.path / "tokenizer")
+
+
+def frozen_teacher_targets(teacher, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    from openvica_sim.models.teacher import teacher_features
+
+    return teacher_features(teacher, x, grid).to(x.dtype)
+
+
+def _all_codes_used(codes: torch.Tensor, K: int, world: int) -> torch.Tensor:
+    """(K,) bool: used by this step's batch on any rank."""
+    counts = torch.bincount(codes.flatten(), minlength=K).cpu()
+    if world > 1:
+        import torch.distributed as dist
+
+        counts = counts.to(codes.device)
+        dist.all_reduce(counts)
+        counts = counts.cpu()
+    return counts > 0
+
+
+@torch.no_grad()
+def restart_dead_codes(tokenizer: Tokenizer, x: torch.Tensor, dead: torch.Tensor,
+                       generator: torch.Generator, world: int) -> int:
+    """Move the `dead` codebook vectors onto encoder outputs of random positions of this batch (rank 0's, broadcast
+    to all ranks so the replicas stay equal); returns how many moved. Their Adam moments are left as they are."""
+    n = int(dead.sum())
+    if n == 0:
+        return 0
+    latents = tokenizer.encode_latents(x).permute(0, 2, 3, 1).reshape(-1, tokenizer.config.latent_channels)
+    pick = torch.randint(latents.shape[0], (n,), generator=generator).to(latents.device)
+    new = latents[pick]
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.broadcast(new, src=0)
+    tokenizer.codebook[dead.to(tokenizer.codebook.device)] = new.to(tokenizer.codebook.dtype)
+    return n
+
+
+def run(cfg: DictConfig) -> None:
+    """Resolve and check on the driver, then launch (in-process or on Ray)."""
+    plain = resolve(cfg)
+    check(plain, REQUIRED)
+    check_loss_networks(plain["loss"])
+    RunFolder(plain["run"]["dir"]).start(plain)
+    launch(train_loop, plain)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="tok")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

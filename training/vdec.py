@@ -1,0 +1,166 @@
+"""Fine-tune the video decoder, VDEC (paper III-C d): eq. (8) and the 3D hinge loss.
+
+    python training/vdec.py data.store=bdd-4fps.zarr model.tokenizer.init=runs/tok/tokenizer \
+        loss.perceptual_net=vgg16-397923af.pth                                         # the paper's run
+    python training/vdec.py model=tiny data.store=synthetic.zarr model.tokenizer.init=runs/tok/tokenizer \
+        loss.perceptual=0                                                               # tiny, on a CPU
+
+One step on a batch of 3-frame windows x_{t-1..t+1} (a 4 fps store ingested with --store-frames):
+    k_tau = TOK(x_tau) per frame, by the fine-tuned and frozen TOK
+    x^_{t-1..t+1} = VDEC(CB[k_{t-1..t+1}])                          all three frames of the window
+    J_VDEC = sum_tau J_rec(x^_tau, x_tau) [+ J_G-3D = -D3(x^) from trainer.gan_start]     eq. (8)
+    then, from trainer.gan_start, D-3D ("our D" inflated to 3D) is trained on the same batch with the hinge loss.
+VDEC starts as DEC inflated (model.video_decoder.init: null), so step 0 decodes exactly as DEC does.
+
+The run ends with `run.dir/video_decoder/`, the bundle part that `openvica bundle create --video-decoder` takes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import hydra
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from openvica_sim.data.loaders import FrameWindows
+from openvica_sim.losses import discriminator_loss, generator_loss, video_decoder_loss
+from openvica_sim.models.discriminator import DiscriminatorConfig, PatchDiscriminator
+from openvica_sim.models.tokenizer import Tokenizer
+from openvica_sim.models.video_decoder import VideoDecoder
+from openvica_sim.training.common import (Optimizers, RunFolder, adamw, batches, check, check_loss_networks,
+                                          clip_grad, frozen_networks, launch, lr_at, prepare, progress, report,
+                                          resolve, worker_context)
+
+REQUIRED = {"data.store": str, "model.tokenizer.init": str, "trainer.max_steps": int, "trainer.batch_size": int,
+            "trainer.checkpoint_every": int, "trainer.gan_start": int, "scaling.num_workers": int,
+            "optim.lr": float, "run.dir": str, "seed": int}
+
+
+class WindowDecoder(nn.Module):
+    """VDEC decoding all frames of the window, as eq. (8) trains it (inference keeps the centre frame)."""
+
+    def __init__(self, video_decoder: VideoDecoder):
+        super().__init__()
+        self.video_decoder = video_decoder
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, 3, h, w) -> frames (B, 3, 3, H, W) = (B, colour, window, H, W), unclamped."""
+        return self.video_decoder.decode_latents(self.video_decoder.embed(tokens))
+
+
+def build(cfg: dict, device: torch.device) -> tuple[Tokenizer, WindowDecoder, PatchDiscriminator, dict]:
+    """(frozen TOK, VDEC to train, D-3D, frozen perceptual network) on `device`."""
+    m = cfg["model"]
+    if m["tokenizer"]["init"] == "random":
+        raise ValueError("model.tokenizer.init=random: VDEC is trained on the tokens of a trained TOK; pass "
+                         "training/tok.py's run.dir/tokenizer (or a converted VQGAN folder)")
+    tokenizer = Tokenizer.from_pretrained(m["tokenizer"]["init"], device=device).requires_grad_(False)
+    if m["video_decoder"]["init"]:
+        video_decoder = VideoDecoder.from_pretrained(m["video_decoder"]["init"], device=device)
+        if not torch.equal(video_decoder.codebook, tokenizer.codebook):
+            raise ValueError(f"model.video_decoder.init={m['video_decoder']['init']} holds another codebook than "
+                             f"model.tokenizer.init={m['tokenizer']['init']}; VDEC must decode that TOK's tokens")
+    else:
+        video_decoder = VideoDecoder.from_tokenizer(tokenizer)  # central inflation of DEC
+    video_decoder.train().requires_grad_(True)
+    frozen = frozen_networks(cfg["loss"], device)
+    torch.manual_seed(cfg["seed"] + 1)  # D-3D: the same init on every rank and every launch
+    config = video_decoder.config
+    discriminator = PatchDiscriminator(DiscriminatorConfig(image_size=config.image_size,
+                                                           temporal_kernel_size=config.window,
+                                                           **cfg["discriminator"])).to(device)
+    return tokenizer, WindowDecoder(video_decoder).to(device), discriminator, frozen["perceptual"]
+
+
+def train_loop(cfg: dict) -> None:
+    """One worker's loop: build, resume, alternate VDEC and D-3D steps, export `video_decoder/`."""
+    trainer, optim, loss_w = cfg["trainer"], cfg["optim"], cfg["loss"]
+    rank, world, device = worker_context(cfg["scaling"]["use_gpu"])
+    run = RunFolder(cfg["run"]["dir"])
+    tokenizer, model, discriminator, perceptual = build(cfg, device)
+    optimizers = Optimizers(g=adamw(model.parameters(), optim), d=adamw(discriminator.parameters(), optim))
+    trained = nn.ModuleDict({"video_decoder": model, "discriminator": discriminator})
+    start = 0
+    latest = run.latest_checkpoint()
+    if latest is not None:
+        start = run.load_checkpoint(latest, trained, optimizers)["step"]
+    decoder_net, d_net = prepare(model, world), prepare(discriminator, world)
+    window = model.video_decoder.config.window
+    if rank == 0:
+        print(f"video decoder: {sum(p.numel() for p in model.parameters()):,} trainable parameters, D-3D "
+              f"{sum(p.numel() for p in discriminator.parameters()):,}; window {window}; "
+              f"{'resuming at step ' + str(start) if start else 'starting'}", flush=True)
+        run.truncate_metrics(start)
+    dataset = FrameWindows(cfg["data"]["store"], window=window, seed=cfg["seed"], rank=rank, world_size=world)
+    per_worker = trainer["batch_size"] // world
+    data = batches(dataset, per_worker, start, num_workers=cfg["data"]["loader_workers"])
+    bar = progress(start, trainer["max_steps"], rank == 0, "train vdec")
+    for step in range(start, trainer["max_steps"]):
+        started = time.perf_counter()
+        frames = next(data)["frames"].to(device)  # (B, 3 frames, 3, H, W)
+        B = frames.shape[0]
+        with torch.no_grad():
+            tokens = tokenizer.encode(frames.flatten(0, 1)).unflatten(0, (B, window))  # frozen TOK, per frame
+        x = frames.transpose(1, 2)  # (B, colour, window, H, W), VDEC's layout
+        lr = lr_at(step, optim)
+        optimizers.set_lr(lr)
+        gan = step >= trainer["gan_start"]
+
+        x_hat = decoder_net(tokens)
+        g = generator_loss(d_net(x_hat)) if gan else None
+        losses = video_decoder_loss(x_hat, x, perceptual, g, loss_w["l1"], loss_w["l2"], loss_w["perceptual"],
+                                    loss_w["generator"])
+        optimizers["g"].zero_grad(set_to_none=True)
+        losses["total"].backward()
+        grad_norm = clip_grad(model.parameters(), optim["grad_clip"])
+        optimizers["g"].step()
+
+        d_loss = None
+        if gan:  # J_D-3D: hinge loss (7) on whole windows, alternately on the same batch
+            d_loss = discriminator_loss(d_net(x), d_net(x_hat.detach()))
+            optimizers["d"].zero_grad(set_to_none=True)
+            d_loss.backward()
+            optimizers["d"].step()
+
+        done = step + 1
+        seconds = time.perf_counter() - started
+        mse = losses["l2"].item() / window
+        record = {"step": done, "loss": losses["total"].item(),
+                  **{k: v.item() for k, v in losses.items() if k not in ("total", "rec")}, "lr": lr,
+                  "grad_norm": grad_norm, "psnr": 10 * math.log10(4.0 / max(mse, 1e-12)),
+                  "windows_per_s": B * world / seconds}
+        if gan:
+            record.update(generator=g.item(), discriminator=d_loss.item())
+        if rank == 0 and (done % trainer["log_every"] == 0 or done == trainer["max_steps"]):
+            run.log(record)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['loss']:.3f}", psnr=f"{record['psnr']:.1f}", lr=f"{lr:.1e}",
+                            win_s=f"{record['windows_per_s']:.1f}")
+        if done % trainer["checkpoint_every"] == 0 or done == trainer["max_steps"]:
+            if rank == 0:
+                run.save_checkpoint(done, trained, optimizers, {"samples_per_rank": done * per_worker})
+            report({"step": done, "loss": record["loss"]}, world)
+    if rank == 0:
+        model.video_decoder.save_pretrained(run.path / "video_decoder")
+
+
+def run(cfg: DictConfig) -> None:
+    """Resolve and check on the driver, then launch (in-process or on Ray)."""
+    plain = resolve(cfg)
+    check(plain, REQUIRED)
+    check_loss_networks(plain["loss"])
+    RunFolder(plain["run"]["dir"]).start(plain)
+    launch(train_loop, plain)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="vdec")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()
