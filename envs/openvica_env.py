@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from openvica_sim.bundle import FPS, META_NAME, Bundle, create_random_bundle, load_bundle
+from openvica_sim.bundle import FPS, META_NAME, Bundle, load_bundle
 from openvica_sim.frames import model_view
 from openvica_sim.sampling import derive_seeds
 from openvica_sim.simulator import MIN_SEED_FRAMES, TRAINED_CONTEXT_FRAMES, SimState, Simulator
@@ -34,17 +34,11 @@ RewardFn = Callable[[np.ndarray, dict], float]
 
 # ---- shared by the single and the vector env ------------------------------------------------------
 def default_bundle(device: str | torch.device = "cpu") -> Bundle:
-    """The bundle `gym.make("OpenViCA-v0")` runs when given none; built once per process and device.
+    """The bundle `gym.make("OpenViCA-v0")` runs when given none: the embedded default, a tiny simulator trained
+    on the synthetic world and shipped in the package (`openvica_sim.embedded`); loaded once per process."""
+    from openvica_sim import embedded
 
-    TODO(issue "embedded default bundle"): the trained tiny bundle shipped in the package; until then a
-    randomly initialised "tiny" bundle, which has the right shapes and speed but shows noise.
-    """
-    return _random_tiny_bundle(str(torch.device(device)))
-
-
-@functools.cache
-def _random_tiny_bundle(device: str) -> Bundle:
-    return create_random_bundle("tiny", seed=0, device=device)
+    return open_bundle(embedded.bundle_path(), device)
 
 
 def open_bundle(bundle: Bundle | str | os.PathLike | None, device: str | torch.device = "cpu") -> Bundle:
@@ -227,11 +221,11 @@ class OpenViCAEnv(SimulatorEnvMixin, gym.Env):
     moment; `set_state(state, seed=k)` continues with another sampler seed (see there).
 
     ## Arguments
-    `gym.make("OpenViCA-v0", bundle=None, seeds=None, top_k=1000, temperature=1.0, device="cpu",
+    `gym.make("OpenViCA-v0", bundle=None, seeds=None, top_k=None, temperature=1.0, device="cpu",
     decoder=None, render_mode=None, reward_fn=None, seed_frames=2, context_frames=16, max_episode_steps=14)`:
     `bundle` a bundle folder (default: the embedded tiny bundle), `seeds` a folder of clips (one subfolder
     of PNG/JPEG frames or one video per clip) or a `SeedSource` (default: clips of the synthetic world),
-    `top_k` and `temperature` the sampling (the paper recommends k = 1000), `device` where a bundle folder is
+    `top_k` and `temperature` the sampling (top_k None: the bundle's default; the paper recommends k = 1000), `device` where a bundle folder is
     loaded (a `Bundle` object stays where it is), `decoder` "video_decoder" or "tokenizer" (default: the video
     decoder when the bundle has one), `context_frames` the frames the world model sees at most (16, as
     fine-tuned), `max_episode_steps` the TimeLimit (gymnasium's rule: None keeps the registered 14, -1 removes it).
@@ -243,7 +237,7 @@ class OpenViCAEnv(SimulatorEnvMixin, gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": FPS}
 
     def __init__(self, bundle: Bundle | str | os.PathLike | None = None,
-                 seeds: SeedSource | str | os.PathLike | None = None, top_k: int = 1000, temperature: float = 1.0,
+                 seeds: SeedSource | str | os.PathLike | None = None, top_k: int | None = None, temperature: float = 1.0,
                  device: str | torch.device = "cpu", decoder: str | None = None, render_mode: str | None = None,
                  reward_fn: RewardFn | None = None, seed_frames: int = MIN_SEED_FRAMES,
                  context_frames: int = TRAINED_CONTEXT_FRAMES):

@@ -114,12 +114,11 @@ class FolderSeedSource(SeedSource):
 
 
 def default_seed_source() -> SeedSource:
-    """The seed clips `gym.make("OpenViCA-v0")` uses when given none.
+    """The seed clips `gym.make("OpenViCA-v0")` uses when given none: the embedded default's 8 held-out clips of
+    the synthetic world (16 frames each, as the embedded bundle saw its training data)."""
+    from openvica_sim import embedded
 
-    TODO(issue "embedded default bundle"): seed clips shipped with the embedded trained bundle; until
-    then, 8 clips of 16 frames from the synthetic world.
-    """
-    return SyntheticSeedSource(num_clips=8, num_frames=16)
+    return FolderSeedSource(embedded.seeds_path())
 
 
 def open_seed_source(seeds: SeedSource | str | os.PathLike | None) -> SeedSource:

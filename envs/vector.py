@@ -45,7 +45,7 @@ class OpenViCAVectorEnv(SimulatorEnvMixin, VectorEnv):
     metadata = {"render_modes": ["rgb_array"], "render_fps": FPS, "autoreset_mode": AutoresetMode.NEXT_STEP}
 
     def __init__(self, num_envs: int = 1, bundle: Bundle | str | os.PathLike | None = None,
-                 seeds: SeedSource | str | os.PathLike | None = None, top_k: int = 1000, temperature: float = 1.0,
+                 seeds: SeedSource | str | os.PathLike | None = None, top_k: int | None = None, temperature: float = 1.0,
                  device: str | torch.device = "cpu", decoder: str | None = None, render_mode: str | None = None,
                  reward_fn: RewardFn | None = None, seed_frames: int = MIN_SEED_FRAMES,
                  context_frames: int = TRAINED_CONTEXT_FRAMES, max_episode_steps: int | None = MAX_EPISODE_STEPS):

@@ -32,6 +32,7 @@ FORMAT = "openvica-bundle"
 FORMAT_VERSION = 1
 META_NAME = "openvica.json"
 FPS = 4.0  # the paper's frame rate: one frame every 0.25 s
+TOP_K = 1000  # the paper's recommended top-k for K = 8192 codes (Table V)
 PARTS = ("tokenizer", "world_model", "video_decoder")
 
 # Which model presets make up a bundle preset.
@@ -53,6 +54,7 @@ class Bundle:
     action_conditioned: bool = False
     prompt: str = PROMPT
     fps: float = FPS
+    top_k: int = TOP_K  # the sampling default of this bundle's WM (engine, env and CLI use it unless told)
 
     def __post_init__(self):
         self.check()
@@ -112,6 +114,7 @@ class Bundle:
             "vision_vocab_size": wm.vision_vocab_size,
             "special_ids": {"end_of_frame": wm.end_of_frame_id, "end_of_vision": wm.end_of_vision_id},
             "prompt": self.prompt,
+            "sampling": {"top_k": self.top_k},
             "action_conditioned": self.action_conditioned,
             "parts": {p: getattr(self, p) is not None for p in PARTS},
         }
@@ -136,14 +139,15 @@ def save_bundle(bundle: Bundle, path: str | Path, adapter: str | Path | None = N
 
 def create_bundle(tokenizer: str | Path, world_model: str | Path, out: str | Path,
                   video_decoder: str | Path | None = None, action_conditioned: bool = False,
-                  prompt: str = PROMPT, adapter: str | Path | None = None) -> Path:
+                  prompt: str = PROMPT, adapter: str | Path | None = None, top_k: int = None) -> Path:
     """Assemble a bundle from converted parts (`openvica bundle create`).
 
     `tokenizer` is a VQModel folder (`openvica convert vqgan`, or aMUSEd's `vqvae/`), `world_model` a folder from
     `openvica convert lwm` (with its text tokenizer), `video_decoder` a VDEC folder; without one, VDEC is inflated
     from the tokenizer's DEC (equal to DEC frame by frame until fine-tuned). The world model's weights are never
     loaded: its folder is hard-linked (or copied) into the bundle, so a 7B model assembles in seconds. `adapter`
-    is a LoRA run's `world_model_adapter/` (training/wm.py), stored beside it and merged at load time.
+    is a LoRA run's `world_model_adapter/` (training/wm.py), stored beside it and merged at load time. `top_k` is the
+    bundle's sampling default (None: the paper's k = 1000, or the codebook size if smaller).
 
     Raises:
         FileNotFoundError: a part folder is missing or incomplete.
@@ -160,7 +164,8 @@ def create_bundle(tokenizer: str | Path, world_model: str | Path, out: str | Pat
             else VideoDecoder.from_tokenizer(tok).eval())
     bundle = Bundle(tokenizer=tok, world_model=wm, video_decoder=vdec, prompt=prompt,
                     text_tokenizer=AutoTokenizer.from_pretrained(world_model, local_files_only=True),
-                    action_conditioned=action_conditioned)
+                    action_conditioned=action_conditioned,
+                    top_k=top_k or min(TOP_K, config.codebook_size))
 
     def link_world_model(folder: Path) -> None:
         shutil.copytree(world_model, folder, copy_function=_link_or_copy)
@@ -262,6 +267,7 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu", dtype: tor
         action_conditioned=bool(meta.get("action_conditioned", False)),
         prompt=meta.get("prompt", PROMPT),
         fps=float(meta.get("fps", FPS)),
+        top_k=int(meta.get("sampling", {}).get("top_k", TOP_K)),
     )
     actual = {"frame_size": bundle.frame_size, "tokens_per_frame": bundle.tokens_per_frame,
               "codebook_size": bundle.world_model.config.codebook_size, "frame_length": bundle.frame_length}

@@ -46,7 +46,16 @@ def rollout(args) -> int:
     from .simulator import Simulator
     from .video_io import read_image, read_video, write_contact_sheet, write_video
 
+    if args.bundle is None:
+        from . import embedded
+
+        args.bundle = str(embedded.bundle_path())
     read_meta(args.bundle)  # a missing or wrong bundle fails before any work
+    if not args.frames and not args.video:
+        from . import embedded
+
+        first = sorted(p for p in embedded.seeds_path().iterdir() if p.is_dir())[0]
+        args.frames = sorted(str(p) for p in first.iterdir())[:2]
     if args.frames:
         seeds = np.stack([read_image(p) for p in args.frames])
     else:
@@ -70,7 +79,7 @@ def rollout(args) -> int:
     sheet = Path(args.sheet) if args.sheet else Path(args.out).with_suffix(".png")
     write_contact_sheet(sheet, [video], num_seed_frames=len(seed_view),
                         labels=[f"{Path(args.bundle).name}: {len(seed_view)} seed + {args.steps} predicted frames, "
-                                f"top-k {args.top_k}, seed {args.seed}"])
+                                f"top-k {sim.top_k}, seed {args.seed}"])
     print(json.dumps({"video": str(out_path), "contact_sheet": str(sheet), "seed_frames": len(seed_view),
                       "frames": args.steps, "load_s": round(loaded - started, 2), "rollout_s": round(done - loaded, 2),
                       "surprise_per_frame": np.round(out.surprise[0], 3).tolist()}))
@@ -123,7 +132,7 @@ def bundle_create(args) -> int:
     from .bundle import create_bundle
 
     out = create_bundle(args.tokenizer, args.world_model, args.out, video_decoder=args.video_decoder,
-                        action_conditioned=args.action_conditioned, adapter=args.adapter)
+                        action_conditioned=args.action_conditioned, adapter=args.adapter, top_k=args.top_k)
     how = "given" if args.video_decoder else "inflated from the tokenizer's decoder"
     print(f"wrote bundle {out} (video decoder {how}); try: openvica rollout --bundle {out} --video drive.mov")
     return 0
@@ -176,7 +185,13 @@ def data_ingest(args) -> int:
         index, count = (int(x) for x in args.shard.split("/"))
     except ValueError as e:
         raise ValueError(f"--shard {args.shard!r}: expected i/n, e.g. 0/4 for the first of 4 processes") from e
-    report = ingest(args.bdd_root, args.split, args.out, load_bundle(args.bundle, device=args.device),
+    if args.tokenizer:
+        from .models.tokenizer import Tokenizer
+
+        encoder = Tokenizer.from_pretrained(args.tokenizer, device=args.device)
+    else:
+        encoder = load_bundle(args.bundle, device=args.device)
+    report = ingest(args.bdd_root, args.split, args.out, encoder,
                     fps=args.fps, limit=args.limit, store_frames=args.store_frames, shard=(index, count),
                     batch_size=args.batch_size, subset=args.subset)
     print(report.summary, file=sys.stderr)
@@ -191,14 +206,17 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("rollout", help="continue seed frames into a driving video (mp4 + contact sheet)",
                        description="Tokenize 2+ seed frames, let the world model predict the next frames "
                        "(0.25 s each), decode them, and write an mp4 at 4 fps plus a PNG contact sheet.")
-    r.add_argument("--bundle", required=True, help="simulator bundle folder (openvica.json inside)")
-    src = r.add_mutually_exclusive_group(required=True)
-    src.add_argument("--frames", nargs="+", metavar="IMAGE", help="seed frames, oldest first (PNG/JPG, any size)")
+    r.add_argument("--bundle", default=None,
+                   help="simulator bundle folder (openvica.json inside); default: the embedded tiny simulator")
+    src = r.add_mutually_exclusive_group()
+    src.add_argument("--frames", nargs="+", metavar="IMAGE", help="seed frames, oldest first (PNG/JPG, any size); "
+                     "default: the first 2 frames of the embedded default's first held-out seed clip")
     src.add_argument("--video", help="seed video (mp4/mov); its last --seed-frames frames at --video-fps are used")
     r.add_argument("--seed-frames", type=int, default=2, help="frames of --video to seed with (default 2, the paper's T)")
     r.add_argument("--video-fps", type=float, default=4.0, help="rate at which --video is sampled (default 4)")
     r.add_argument("--steps", type=int, default=14, help="frames to predict (default 14, the paper's N)")
-    r.add_argument("--top-k", type=int, default=1000, help="top-k sampling (default 1000, paper Table V)")
+    r.add_argument("--top-k", type=int, default=None,
+                   help="top-k sampling (default: the bundle's; the paper's 7B system: 1000, Table V)")
     r.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0 = greedy)")
     r.add_argument("--seed", type=int, default=0, help="sampler seed: same seed, same video")
     r.add_argument("--decoder", choices=["vdec", "dec"], default=None,
@@ -229,6 +247,8 @@ def _parser() -> argparse.ArgumentParser:
     bc.add_argument("--video-decoder", default=None, help="VDEC folder (default: inflate DEC)")
     bc.add_argument("--adapter", default=None, help="LoRA adapter of a training/wm.py run (run.dir/world_model_adapter)")
     bc.add_argument("--action-conditioned", action="store_true", help="the world model was fine-tuned with ego tokens")
+    bc.add_argument("--top-k", type=int, default=None,
+                    help="the bundle's sampling default (default: 1000, the paper's, or the codebook size if smaller)")
     bc.add_argument("--out", required=True)
     bc.set_defaults(run=bundle_create)
 
@@ -272,7 +292,9 @@ def _parser() -> argparse.ArgumentParser:
     di.add_argument("--bdd-root", required=True, help="BDD100K root: videos/<split>/*.mov, labels/, info/100k/")
     di.add_argument("--split", default="train", choices=["train", "val", "test"])
     di.add_argument("--out", required=True, help="the store, e.g. bdd-train.zarr")
-    di.add_argument("--bundle", required=True, help="bundle whose tokenizer encodes the frames")
+    which = di.add_mutually_exclusive_group(required=True)
+    which.add_argument("--bundle", help="bundle whose tokenizer encodes the frames")
+    which.add_argument("--tokenizer", help="or a tokenizer folder (e.g. training/tok.py's run.dir/tokenizer)")
     di.add_argument("--fps", type=float, default=4.0, help="4 for the video sets, 0.2 for BDDimg/5s (paper Table I)")
     di.add_argument("--limit", type=int, default=None, help="at most this many videos (of this shard)")
     di.add_argument("--subset", choices=["val-500"], default=None, help="the paper's fixed 500 validation videos")

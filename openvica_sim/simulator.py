@@ -84,7 +84,8 @@ class Simulator:
 
     Args:
         bundle: the models (see `openvica_sim.bundle.load_bundle`).
-        top_k: sample among the k most probable codes; the paper recommends k = 1000 (Table V).
+        top_k: sample among the k most probable codes; default the bundle's `top_k` (openvica.json "sampling"),
+            the paper's k = 1000 (Table V) for the 7B system.
         temperature: softmax temperature; 0 is greedy.
         decoder: "video_decoder" (VDEC, one frame of lookahead) or "tokenizer" (the image DEC, the
             paper's TOK+WM+DEC system). Default: VDEC when the bundle has one.
@@ -93,8 +94,9 @@ class Simulator:
         min_rows: decode at least this many rows (padding idle ones): batch invariance (module docstring).
     """
 
-    def __init__(self, bundle: Bundle, top_k: int = 1000, temperature: float = 1.0, decoder: str | None = None,
+    def __init__(self, bundle: Bundle, top_k: int | None = None, temperature: float = 1.0, decoder: str | None = None,
                  context_frames: int = TRAINED_CONTEXT_FRAMES, min_rows: int = 4):
+        top_k = bundle.top_k if top_k is None else top_k
         if top_k < 1:
             raise ValueError(f"top_k={top_k} must be at least 1 (1 is greedy)")
         if temperature < 0:

@@ -163,8 +163,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ValueError(f"cannot read image {path}: {e}") from e
 
 
-def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
+def write_image(path: str | os.PathLike, image: np.ndarray, **options) -> Path:
     """Write a uint8 RGB image (H, W, 3) in the format of the path's suffix (.png, .jpg, ...); return the path.
+    `options` go to Pillow's save (e.g. quality=95 for JPEG).
 
     Written to a temporary file in the same folder, then renamed over `path`.
 
@@ -178,7 +179,7 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
     if image_format is None or image_format not in Image.SAVE:
         raise ValueError(f"cannot write an image as {path.name!r}: unknown suffix {path.suffix!r}; use .png or .jpg")
     with _atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format=image_format)
+        Image.fromarray(image).save(tmp, format=image_format, **options)
     return path
 
 

@@ -14,7 +14,7 @@ import openvica_sim
 from openvica_sim.bundle import create_random_bundle, save_bundle
 from openvica_sim.data.synthetic import Drive, render_clip
 from openvica_sim.envs import OpenViCAEnv, register_envs
-from openvica_sim.envs.seeds import SyntheticSeedSource
+from openvica_sim.envs.seeds import FolderSeedSource, SyntheticSeedSource
 from openvica_sim.frames import model_view, postprocess, preprocess
 from openvica_sim.video_io import write_image, write_video
 
@@ -84,10 +84,12 @@ def test_env_passes_gymnasiums_env_checker(bundle_dir):
     assert [str(w.message) for w in caught if issubclass(w.category, UserWarning)] == []  # its API warnings
 
 
-def test_env_without_arguments_runs_the_default_tiny_bundle_on_synthetic_clips():
+def test_env_without_arguments_runs_the_embedded_default_on_its_held_out_clips():
+    from openvica_sim import embedded
+
     env = gym.make(ENV_ID)
     obs, info = env.reset(seed=0)
-    assert info["clip_id"].startswith("synthetic-")
+    assert info["clip_id"] in FolderSeedSource(embedded.seeds_path()).clip_ids
     obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
     assert obs.shape == (256, 256, 3) and obs.dtype == np.uint8
     assert (reward, terminated, truncated) == (0.0, False, False)
@@ -132,7 +134,7 @@ def test_reset_returns_the_last_seed_frame_as_the_model_sees_it(bundle_dir):
 
 
 def test_reset_option_clip_seeds_the_episode_with_that_clips_first_frames(bundle_dir):
-    env = gym.make(ENV_ID, bundle=bundle_dir)
+    env = gym.make(ENV_ID, bundle=bundle_dir, seeds=SyntheticSeedSource())
     obs, info = env.reset(options={"clip": "synthetic-003", "seed_frames": 3})
     assert info["clip_id"] == "synthetic-003" and info["frame_index"] == 2
     assert np.array_equal(obs, SyntheticSeedSource().frames("synthetic-003")[2])
@@ -240,7 +242,7 @@ def test_zarr_seed_store_is_refused_until_data_ingestion(bundle_dir, tmp_path):
 
 
 def test_unknown_clip_id_names_valid_ones(bundle_dir):
-    env = gym.make(ENV_ID, bundle=bundle_dir)
+    env = gym.make(ENV_ID, bundle=bundle_dir, seeds=SyntheticSeedSource())
     with pytest.raises(ValueError, match="'synthetic-099'.*did you mean.*'synthetic-000'"):
         env.reset(options={"clip": "synthetic-099"})
 

@@ -59,3 +59,24 @@ def test_ray_job_submit_runs_the_training_script_on_a_local_cluster(store, tmp_p
         subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
     assert (tmp_path / "run" / "checkpoints" / "step-0000002" / "COMPLETE").is_file()
     assert (tmp_path / "run" / "world_model" / "config.json").is_file()
+
+
+def test_two_ray_workers_train_the_tokenizer_with_gan_and_code_restarts(frame_store, tmp_path):
+    """TOK's DDP path: two wrapped modules (TOK+DEC, D), code usage summed over ranks, restarts broadcast."""
+    import ray
+
+    from test_train_tok import config as tok_config
+    from openvica_sim.training.tok import run
+
+    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, object_store_memory=256 << 20)
+    try:
+        run(tok_config(frame_store, tmp_path / "run", {"perceptual_net": "null", "teacher": "null"},
+                       "loss.perceptual=0", "loss.ssl=0", "scaling.num_workers=2", "trainer.batch_size=2",
+                       "trainer.max_steps=2", "trainer.checkpoint_every=2", "trainer.gan_start=0",
+                       "trainer.dead_code_restart_every=1"))
+    finally:
+        ray.shutdown()
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2] and "discriminator" in metrics[0]
+    assert metrics[0]["codes_restarted"] > 0
+    assert (tmp_path / "run" / "tokenizer" / "config.json").is_file()

@@ -12,6 +12,7 @@ from gymnasium.vector import AutoresetMode
 import openvica_sim  # noqa: F401  (registers OpenViCA-v0)
 from openvica_sim.bundle import create_random_bundle, save_bundle
 from openvica_sim.envs import OpenViCAEnv, OpenViCAVectorEnv
+from openvica_sim.envs.seeds import SyntheticSeedSource
 
 ENV_ID = "OpenViCA-v0"
 
@@ -86,12 +87,12 @@ def test_random_actions_for_30_steps_through_4_envs_autoreset_every_10(bundle_di
 
 
 def test_reset_options_apply_to_all_sub_envs_or_one_each(bundle_dir):
-    envs = OpenViCAVectorEnv(num_envs=2, bundle=bundle_dir)
+    envs = OpenViCAVectorEnv(num_envs=2, bundle=bundle_dir, seeds=SyntheticSeedSource())
     _, infos = envs.reset(seed=0, options={"clip": "synthetic-001"})
     assert list(infos["clip_id"]) == ["synthetic-001"] * 2
     obs, infos = envs.reset(seed=0, options={"clip": ["synthetic-004", "synthetic-002"]})
     assert list(infos["clip_id"]) == ["synthetic-004", "synthetic-002"]
-    single = OpenViCAEnv(bundle=bundle_dir)
+    single = OpenViCAEnv(bundle=bundle_dir, seeds=SyntheticSeedSource())
     assert np.array_equal(obs[1], single.reset(seed=1, options={"clip": "synthetic-002"})[0])
 
 

@@ -132,7 +132,8 @@ def train_loop(cfg: dict) -> None:
         # discriminator: eq. (7), alternately on the same batch (Fig. 3, selectors **)
         d_loss = None
         if gan:
-            d_loss = discriminator_loss(d_net(x), d_net(out["x_hat"].detach()))
+            real, fake = d_net(torch.cat([x, out["x_hat"].detach()])).chunk(2)  # one call: DDP-safe
+            d_loss = discriminator_loss(real, fake)
             optimizers["d"].zero_grad(set_to_none=True)
             d_loss.backward()
             optimizers["d"].step()

@@ -120,7 +120,8 @@ def train_loop(cfg: dict) -> None:
 
         d_loss = None
         if gan:  # J_D-3D: hinge loss (7) on whole windows, alternately on the same batch
-            d_loss = discriminator_loss(d_net(x), d_net(x_hat.detach()))
+            real, fake = d_net(torch.cat([x, x_hat.detach()])).chunk(2)  # one call: DDP-safe
+            d_loss = discriminator_loss(real, fake)
             optimizers["d"].zero_grad(set_to_none=True)
             d_loss.backward()
             optimizers["d"].step()

@@ -67,7 +67,8 @@ def ingest(bdd_root: str | os.PathLike, split: str, out: str | os.PathLike, bund
     """Tokenise the `split` videos of shard `shard = (index, count)` under `bdd_root` into the store `out`.
 
     Args:
-        bundle: a loaded simulator bundle; its tokenizer encodes the frames (on the tokenizer's device).
+        bundle: a loaded simulator bundle whose tokenizer encodes the frames (on the tokenizer's device), or a
+            `Tokenizer` itself (a TOK fresh from training/tok.py, before any bundle exists).
         limit: ingest only the first `limit` videos of the shard (sorted by id).
         store_frames: also store the 256x256 uint8 model frames (for VDEC training and evaluation).
         subset: "val-500", the paper's fixed 500 validation videos (`bdd100k.val_500`), chosen before sharding.
@@ -95,7 +96,7 @@ def ingest(bdd_root: str | os.PathLike, split: str, out: str | os.PathLike, bund
     videos = videos[index::count]
     if limit is not None:
         videos = videos[:limit]
-    tokenizer = bundle.tokenizer
+    tokenizer = getattr(bundle, "tokenizer", bundle)
     size = tokenizer.config.image_size
     writer = PartWriter(out, index, fps=fps, split=split, frame_size=size, store_frames=store_frames,
                         token_shape=(tokenizer.config.tokens_per_side,) * 2, codebook_size=tokenizer.config.codebook_size)

@@ -1,0 +1,5 @@
+import sys
+
+from openvica_sim.embedded import main
+
+sys.exit(main())
