@@ -62,7 +62,7 @@ class Rollout:
 class SimState:
     """Everything a batch of rollouts needs to continue: copy it to branch futures (`Simulator.branch`)."""
 
-    cache: KVCache
+    cache: KVCache  # B rows: the padding rows W - B widen the matrix products only
     seeds: torch.Tensor  # (W,) int64 sampler seed per row
     history: torch.Tensor  # (W, F, n') merged-vocabulary ids of the frames in context
     previous: torch.Tensor  # (W, h, w) codes of the last emitted (or last seed) frame: VDEC's t-1
@@ -143,7 +143,7 @@ class Simulator:
         seed_tokens = seed_tokens[rows]
         seeds_t = torch.tensor([int(s) for s in seeds], dtype=torch.int64, device=self.device)[rows]
         history = self._frame_ids(seed_tokens, self._action_ids(actions, B, T, rows))  # (W, T, n')
-        cache = KVCache(self.wm.config, W, self.max_len, self._kv_dtype, self.device)
+        cache = KVCache(self.wm.config, B, self.max_len, self._kv_dtype, self.device)
         cache.fill_prefix(self._prompt_cache())
         state = SimState(cache=cache, seeds=seeds_t, history=history, previous=seed_tokens[:, -1],
                          batch_size=B, next_frame_index=T)
@@ -194,7 +194,7 @@ class Simulator:
         B, W = len(rows), max(len(rows), self.min_rows)
         index = torch.tensor(rows + [rows[0]] * (W - B), device=self.device)
         seeds_t = torch.tensor([int(s) for s in seeds] + [int(seeds[0])] * (W - B), dtype=torch.int64, device=self.device)
-        return SimState(cache=state.cache.gather(index), seeds=seeds_t, history=state.history[index],
+        return SimState(cache=state.cache.gather(index[:B]), seeds=seeds_t, history=state.history[index],
                         previous=state.previous[index], batch_size=B, next_frame_index=state.next_frame_index,
                         position=state.position, ahead=[(t[index], s[index]) for t, s in state.ahead])
 

@@ -1,6 +1,7 @@
 """training/wm.py on Ray: 2 CPU workers train with DDP, and `ray job submit` runs the script on a `ray start` cluster."""
 
 import json
+import math
 import os
 import shutil
 import socket
@@ -80,3 +81,47 @@ def test_two_ray_workers_train_the_tokenizer_with_gan_and_code_restarts(frame_st
     assert [m["step"] for m in metrics] == [1, 2] and "discriminator" in metrics[0]
     assert metrics[0]["codes_restarted"] > 0
     assert (tmp_path / "run" / "tokenizer" / "config.json").is_file()
+
+
+def test_two_workers_shard_the_world_model_with_fsdp_and_a_killed_worker_is_retried_from_the_last_checkpoint(
+        store, tmp_path):  # noqa: F811
+    """FSDP2 on 2 CPU workers (gloo), checkpoints gathered from the shards; a worker SIGKILLed mid-run is
+    restarted by Ray Train (scaling.max_failures) and the loop resumes from the last complete checkpoint."""
+    import threading
+    import time
+
+    import psutil
+    import ray
+
+    from openvica_sim.models.world_model import WorldModel
+    from openvica_sim.training.wm import run
+
+    run_dir = tmp_path / "run"
+    killed = []
+
+    def kill_a_worker_after_the_first_checkpoint():
+        deadline = time.time() + 300
+        while time.time() < deadline and not killed:
+            if (run_dir / "checkpoints" / "step-0000002" / "COMPLETE").is_file():
+                workers = [p for p in psutil.process_iter(["cmdline"])
+                           if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
+                if workers:
+                    workers[-1].kill()
+                    killed.append(workers[-1].pid)
+            time.sleep(0.05)
+
+    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, object_store_memory=256 << 20)
+    killer = threading.Thread(target=kill_a_worker_after_the_first_checkpoint, daemon=True)
+    killer.start()
+    try:
+        run(config(store, run_dir, "scaling.num_workers=2", "scaling.strategy=fsdp", "scaling.max_failures=1",
+                   "trainer.max_steps=12", "trainer.checkpoint_every=2", "trainer.batch_size=2"))
+    finally:
+        ray.shutdown()
+    assert killed, "no Ray Train worker was found to kill"
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == list(range(1, 13))  # steps after the last checkpoint redone once
+    assert all(math.isfinite(m["loss"]) for m in metrics)
+    assert (run_dir / "checkpoints" / "step-0000012" / "COMPLETE").is_file()
+    wm = WorldModel.from_pretrained(run_dir / "world_model")  # exported whole from the shards
+    assert wm.config.codebook_size == 64

@@ -173,3 +173,39 @@ def test_video_decoder_of_amused_256_has_three_times_the_image_decoders_3x3_conv
     assert vdec_total == dec_total + 2 * dec_3x3  # norms, biases, 1x1 convs, attention: unchanged
     assert round(dec_total / 1e6, 1) == 87.0  # the paper's DEC
     assert 2.9 < vdec_total / dec_total < 3.0  # 260M: the 3x3 convs are almost all of DEC
+
+
+@pytest.mark.parametrize("temporal_up_blocks", [0, 1])
+def test_video_decoder_with_coarse_temporal_stages_equals_image_decoder_at_init(temporal_up_blocks):
+    tokenizer = _tokenizer()
+    video_decoder = VideoDecoder.from_tokenizer(tokenizer, temporal_up_blocks=temporal_up_blocks)
+    tokens = _distinct_window(tokenizer.config.codebook_size)
+    with torch.no_grad():
+        frame = video_decoder(video_decoder.embed(tokens))
+        expected = tokenizer.decode_latents(tokenizer.embed(tokens[:, 1]))
+    torch.testing.assert_close(frame, expected, atol=1e-5, rtol=1e-5)
+    fine = video_decoder.decoder.up_blocks[temporal_up_blocks].resnets[0].conv1
+    assert fine.weight.shape[2] == 1 and video_decoder.decoder.conv_out.weight.shape[2] == 1
+    assert video_decoder.decoder.conv_in.weight.shape[2] == 3
+
+
+def test_coarse_temporal_video_decoder_draws_the_centre_frame_as_its_training_forward_does():
+    """Inference runs the per-frame fine stages on the centre frame only; eq. (8) decodes all three frames."""
+    tokenizer = _tokenizer()
+    video_decoder = VideoDecoder.from_tokenizer(tokenizer, temporal_up_blocks=1)
+    _perturb_temporal_slice(video_decoder, slice_index=0)
+    tokens = _distinct_window(tokenizer.config.codebook_size)
+    with torch.no_grad():
+        z = video_decoder.embed(tokens)
+        all_frames = video_decoder.decode_latents(z)  # (B, 3, T=3, H, W)
+        centre = video_decoder(z)
+    assert all_frames.shape[2] == 3
+    torch.testing.assert_close(centre, all_frames[:, :, 1], atol=1e-5, rtol=1e-5)
+    other_past = tokens.clone()
+    other_past[:, 0] = (tokens[:, 0] + 1) % tokenizer.config.codebook_size
+    assert (video_decoder.decode_window(tokens) - video_decoder.decode_window(other_past)).abs().max() > 1e-3
+
+
+def test_config_rejects_more_temporal_up_blocks_than_the_decoder_has():
+    with pytest.raises(ValueError, match="temporal_up_blocks=6"):
+        VideoDecoderConfig(temporal_up_blocks=6)

@@ -68,10 +68,11 @@ def test_lora_adapter_is_merged_at_load(tmp_path):
     torch.testing.assert_close(merged(ids), expected, atol=1e-5, rtol=1e-5)
 
 
-def test_cached_forward_in_chunks_equals_transformers_uncached_forward():
+@pytest.mark.parametrize("num_kv_heads", [2, 1], ids=["multi-head", "grouped-query"])
+def test_cached_forward_in_chunks_equals_transformers_uncached_forward(num_kv_heads):
     from openvica_sim.models.world_model import KVCache
 
-    wm = create_world_model("test", seed=2)
+    wm = create_world_model("test", seed=2, num_kv_heads=num_kv_heads)
     ids = torch.randint(0, wm.config.vocab_size, (3, 40))
     reference = wm.hidden_states(ids)
     cache = KVCache(wm.config, rows=3, max_len=64, dtype=torch.float32, device="cpu")
@@ -83,3 +84,20 @@ def test_cached_forward_in_chunks_equals_transformers_uncached_forward():
     assert cache.length == 40
     with pytest.raises(ValueError, match="overflow"):
         wm.forward_cached(ids[:, :30], cache)
+
+
+def test_padding_rows_widen_the_products_but_leave_the_cached_rows_unchanged():
+    """The engine pads to a fixed row width for batch invariance; only the cache's rows attend and are stored."""
+    from openvica_sim.models.world_model import KVCache
+
+    wm = create_world_model("test", seed=3)
+    ids = torch.randint(0, wm.config.vocab_size, (1, 24))
+    padded = torch.cat([ids, torch.randint(0, wm.config.vocab_size, (3, 24))])  # 1 real row + 3 padding rows
+    alone, wide = (KVCache(wm.config, rows=1, max_len=32, dtype=torch.float32, device="cpu") for _ in range(2))
+    with torch.no_grad():
+        a = torch.cat([wm.forward_cached(ids[:, :20], alone)] + [wm.forward_cached(ids[:, i:i + 1], alone)
+                                                                 for i in range(20, 24)], 1)
+        b = torch.cat([wm.forward_cached(padded[:, :20], wide)] + [wm.forward_cached(padded[:, i:i + 1], wide)
+                                                                   for i in range(20, 24)], 1)
+    torch.testing.assert_close(b[:1], a, atol=1e-6, rtol=1e-5)  # GEMV at 1 row vs GEMM at 4: last-bit rounding
+    assert wide.keys.shape[1] == 1 and wide.length == 24

@@ -100,18 +100,19 @@ class RunFolder:
         done = sorted(p for p in self.checkpoints.glob("step-*") if (p / COMPLETE).is_file())
         return done[-1] if done else None
 
-    def save_checkpoint(self, step: int, model: torch.nn.Module, optimizer: "torch.optim.Optimizer | Optimizers",
+    def save_checkpoint(self, step: int, model: "torch.nn.Module | dict", optimizer: "torch.optim.Optimizer | dict",
                         state: dict, keep: int = 2) -> Path:
         """Write checkpoint `step` into a temp folder, mark it complete, rename it into place; keep the last `keep`.
 
-        `model`'s trainable parameters are saved (frozen ones come from the run's config); `optimizer` may be
-        `Optimizers` (generator and discriminator); `state` is JSON (step, data position, counters)."""
+        `model`'s trainable parameters are saved (frozen ones come from the run's config), or `model` is that
+        dict already (gathered from FSDP shards by `gather_checkpoint`); `optimizer` is an optimiser, `Optimizers`
+        (generator and discriminator) or its state dict; `state` is JSON (step, data position, counters)."""
         final = self.checkpoints / f"step-{step:07d}"
         tmp = self.checkpoints / f".tmp-step-{step:07d}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        save_file(trainable_state(model), tmp / "trainable.safetensors")
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        save_file(trainable_state(model) if isinstance(model, torch.nn.Module) else model, tmp / "trainable.safetensors")
+        torch.save(optimizer.state_dict() if hasattr(optimizer, "state_dict") else optimizer, tmp / "optimizer.pt")
         (tmp / "state.json").write_text(json.dumps({**state, "step": step}))
         (tmp / COMPLETE).write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
         shutil.rmtree(final, ignore_errors=True)
@@ -122,9 +123,16 @@ class RunFolder:
 
     def load_checkpoint(self, path: Path, model: torch.nn.Module,
                         optimizer: "torch.optim.Optimizer | Optimizers") -> dict:
-        load_trainable_state(model, load_file(path / "trainable.safetensors"))
-        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-        return json.loads((path / "state.json").read_text())
+        model_state, optimizer_state, state = self.read_checkpoint(path)
+        load_trainable_state(model, model_state)
+        optimizer.load_state_dict(optimizer_state)
+        return state
+
+    @staticmethod
+    def read_checkpoint(path: Path) -> tuple[dict, dict, dict]:
+        """(trainable weights, optimiser state, state.json) of a complete checkpoint folder."""
+        return (load_file(path / "trainable.safetensors"), torch.load(path / "optimizer.pt", weights_only=True),
+                json.loads((path / "state.json").read_text()))
 
     def truncate_metrics(self, step: int) -> None:
         """Drop metrics logged after `step` (a crashed run's steps that the resumed run will redo)."""
@@ -193,7 +201,8 @@ def adamw(params, optim: dict) -> torch.optim.AdamW:
 def clip_grad(params, max_norm: float | None) -> float:
     """Clip the global gradient norm at `max_norm` (0 or None: only measure it); returns the norm before."""
     params = [p for p in params if p.grad is not None]
-    return float(torch.nn.utils.clip_grad_norm_(params, max_norm or float("inf")))
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm or float("inf"))
+    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # FSDP: a replicated DTensor
 
 
 class Optimizers(dict):
@@ -287,16 +296,82 @@ def worker_context(use_gpu: bool) -> tuple[int, int, torch.device]:
     return rank, world, torch.device("cpu")
 
 
-def prepare(model: torch.nn.Module, world: int, strategy: str = "ddp") -> torch.nn.Module:
-    """DDP (or FSDP with use_orig_params, which LoRA needs) across Ray Train workers; the model itself alone."""
+def prepare(model: torch.nn.Module, world: int, strategy: str = "ddp", shard_blocks: tuple[str, ...] = (),
+            bf16: bool = False) -> torch.nn.Module:
+    """DDP, or FSDP (`shard`), across Ray Train workers; the model itself alone. Build the optimiser after this:
+    FSDP replaces the parameters by sharded ones."""
     if world == 1:
         return model
+    if strategy == "fsdp":
+        if not shard_blocks:
+            raise ValueError("scaling.strategy=fsdp is implemented for training/wm.py only; use scaling.strategy=ddp")
+        return shard(model, shard_blocks, bf16)
+    if strategy != "ddp":
+        raise ValueError(f"scaling.strategy={strategy!r}: choose ddp or fsdp")
     import ray.train.torch
 
-    if strategy == "fsdp":
-        return ray.train.torch.prepare_model(model, parallel_strategy="fsdp",
-                                             parallel_strategy_kwargs={"use_orig_params": True})
     return ray.train.torch.prepare_model(model, parallel_strategy="ddp")
+
+
+def shard(model: torch.nn.Module, block_types: tuple[str, ...], bf16: bool) -> torch.nn.Module:
+    """FSDP2 (`torch.distributed.fsdp.fully_shard`): each block (a decoder layer), then the root, sharded over the
+    workers; with `bf16`, gathered for compute in bf16 and gradients reduced in fp32.
+
+    Not FSDP1 (Ray's `prepare_model(parallel_strategy="fsdp")`): in torch 2.13 it refuses a CPU ("FSDP needs a
+    non-CPU accelerator device") or crashes with device_id=cpu, so it could never be tested here; FSDP2 runs on
+    gloo as on NCCL, keeps per-parameter sharding (frozen and LoRA weights side by side) and is torch's
+    recommended API. Mixed dtypes (frozen bf16, trainable fp32) need `bf16`: FSDP2 all-gathers one dtype."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else \
+        MixedPrecisionPolicy()
+    blocks = [m for m in model.modules() if type(m).__name__ in block_types]
+    if not blocks:
+        raise ValueError(f"no {block_types} modules to shard in {type(model).__name__}")
+    for block in blocks:
+        fully_shard(block, mp_policy=policy)
+    fully_shard(model, mp_policy=policy)
+    return model
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def gather_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """(trainable weights, optimiser state) as whole tensors, for `RunFolder.save_checkpoint`. With FSDP every
+    worker must call it (it gathers the shards; rank 0 receives them, on the CPU); otherwise it only reads."""
+    if not is_sharded(model):
+        return trainable_state(model), optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                         get_optimizer_state_dict)
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    weights = get_model_state_dict(model, options=options)
+    return ({k: v.contiguous() for k, v in weights.items() if k in trainable},
+            get_optimizer_state_dict(model, optimizer, options=options))
+
+
+def load_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load a checkpoint's optimiser state into an optimiser over `model`'s (possibly sharded) parameters.
+
+    Raises:
+        ValueError: the checkpoint was written under the other strategy (FSDP keys states by parameter name,
+            a plain optimiser by index).
+    """
+    by_name = any(isinstance(k, str) for k in state.get("state", {}))
+    if by_name != is_sharded(model):
+        raise ValueError(f"this run's checkpoints were written with scaling.strategy={'fsdp' if by_name else 'ddp'}"
+                         f" (or one worker); resume with that strategy")
+    if not by_name:
+        optimizer.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
 
 
 def report(metrics: dict, world: int) -> None:

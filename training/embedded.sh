@@ -3,8 +3,9 @@
 # in openvica_sim/embedded/. Every step is this project's own command; rerunning resumes (finished steps are
 # skipped, training runs continue from their last checkpoint).
 #
-#   make embedded                      # = bash training/embedded.sh, on a 2-core CPU about an hour
+#   make embedded                      # = bash training/embedded.sh, on a 2-core CPU about two and a half hours
 #   OUT=/tmp/emb bash training/embedded.sh
+#   TOKENIZER=openvica_sim/embedded/bundle/tokenizer bash training/embedded.sh   # keep a trained TOK+DEC (skips 2-3)
 set -euo pipefail
 OUT=${OUT:-runs/embedded}
 BIN=${BIN:-.venv/bin}
@@ -19,13 +20,18 @@ step "1. the synthetic world in BDD100K's layout: 96 training and 12 held-out dr
 [ -f "$OUT/bdd/.val-done" ] || { "$BIN/openvica" synthetic bdd100k --out "$OUT/bdd" --split val --videos 12 \
     --seconds 10 --seed 1 && touch "$OUT/bdd/.val-done"; }
 
-step "2. frames for TOK+DEC training (the random tokenizer's tokens are not used)"
-[ -d "$OUT/random-bundle" ] || "$BIN/openvica" bundle random --preset tiny --out "$OUT/random-bundle" --seed 0
-"$BIN/openvica" data ingest --bdd-root "$OUT/bdd" --split train --out "$OUT/frames.zarr" \
-    --bundle "$OUT/random-bundle" --store-frames
+if [ -z "${TOKENIZER:-}" ]; then
+    step "2. frames for TOK+DEC training (the random tokenizer's tokens are not used)"
+    [ -d "$OUT/random-bundle" ] || "$BIN/openvica" bundle random --preset tiny --out "$OUT/random-bundle" --seed 0
+    "$BIN/openvica" data ingest --bdd-root "$OUT/bdd" --split train --out "$OUT/frames.zarr" \
+        --bundle "$OUT/random-bundle" --store-frames
 
-step "3. TOK+DEC"
-"$BIN/python" training/tok.py +experiment=embedded_tok data.store="$OUT/frames.zarr" run.dir="$OUT/tok"
+    step "3. TOK+DEC"
+    "$BIN/python" training/tok.py +experiment=embedded_tok data.store="$OUT/frames.zarr" run.dir="$OUT/tok"
+else
+    step "2-3. TOK+DEC given: $TOKENIZER"
+    [ -d "$OUT/tok/tokenizer" ] || { mkdir -p "$OUT/tok" && cp -r "$TOKENIZER" "$OUT/tok/tokenizer"; }
+fi
 
 step "4. tokens of the trained TOK, training and held-out drives (with frames, for VDEC and evaluation)"
 for split in train val; do

@@ -64,7 +64,9 @@ def build(cfg: dict, device: torch.device) -> tuple[Tokenizer, WindowDecoder, Pa
             raise ValueError(f"model.video_decoder.init={m['video_decoder']['init']} holds another codebook than "
                              f"model.tokenizer.init={m['tokenizer']['init']}; VDEC must decode that TOK's tokens")
     else:
-        video_decoder = VideoDecoder.from_tokenizer(tokenizer)  # central inflation of DEC
+        # central inflation of DEC, in every conv (the paper) or in the coarse stages only (video_decoder.py)
+        video_decoder = VideoDecoder.from_tokenizer(tokenizer,
+                                                    temporal_up_blocks=m["video_decoder"].get("temporal_up_blocks"))
     video_decoder.train().requires_grad_(True)
     frozen = frozen_networks(cfg["loss"], device)
     torch.manual_seed(cfg["seed"] + 1)  # D-3D: the same init on every rank and every launch

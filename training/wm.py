@@ -29,8 +29,11 @@ from openvica_sim.data.loaders import TokenWindows
 from openvica_sim.losses import world_model_loss
 from openvica_sim.models.world_model import (PROMPT, WorldModel, build_text_tokenizer, create_world_model,
                                              encode_prompt, frame_ids)
-from openvica_sim.training.common import (RunFolder, adamw, batches, check, clip_grad, launch, lr_at, prepare,
+from openvica_sim.training.common import (RunFolder, adamw, batches, check, clip_grad, gather_checkpoint, is_sharded,
+                                          launch, load_optimizer_state, load_trainable_state, lr_at, prepare,
                                           progress, report, resolve, set_lr, step_generator, worker_context)
+
+SHARD_BLOCKS = ("LlamaDecoderLayer",)  # FSDP units: one per decoder layer, then the whole model
 
 REQUIRED = {"data.store": str, "data.num_seed_frames": int, "data.num_future_frames": int, "trainer.max_steps": int,
             "trainer.batch_size": int, "trainer.checkpoint_every": int, "scaling.num_workers": int,
@@ -107,13 +110,17 @@ def train_loop(cfg: dict) -> None:
     config = wm.config
     prompt_ids = encode_prompt(text_tokenizer, config.text_vocab_size, cfg["model"].get("prompt") or PROMPT)
     coding = ActionCoding(config.codebook_size) if cfg["data"]["action_conditioned"] else None
-    params = [p for p in wm.parameters() if p.requires_grad]
+    bf16 = device.type == "cuda" and trainer["bf16"]
+    start, latest = 0, run.latest_checkpoint()
+    if latest is not None:  # whole weights into the whole model, before FSDP shards it
+        weights, optimizer_state, state = run.read_checkpoint(latest)
+        load_trainable_state(wm, weights)
+        start = state["step"]
+    model = prepare(wm, world, cfg["scaling"]["strategy"], SHARD_BLOCKS, bf16)
+    params = [p for p in wm.parameters() if p.requires_grad]  # after prepare: FSDP's sharded parameters
     optimizer = adamw(params, optim)  # no weight decay on norms (LLaMA-2)
-    start = 0
-    latest = run.latest_checkpoint()
     if latest is not None:
-        start = run.load_checkpoint(latest, wm, optimizer)["step"]
-    model = prepare(wm, world, cfg["scaling"]["strategy"])
+        load_optimizer_state(wm, optimizer, optimizer_state)
     if rank == 0:
         trainable, total = trainable_fraction(wm)
         print(f"world model: {trainable:,} of {total:,} parameters trainable ({100 * trainable / total:.2f} %); "
@@ -123,7 +130,6 @@ def train_loop(cfg: dict) -> None:
     dataset = TokenWindows(cfg["data"]["store"], window=window, seed=cfg["seed"], rank=rank, world_size=world)
     per_worker = trainer["batch_size"] // world
     data = batches(dataset, per_worker, start, num_workers=cfg["data"]["loader_workers"])
-    bf16 = device.type == "cuda" and trainer["bf16"]
     bar = progress(start, trainer["max_steps"], rank == 0, "train wm")
     for step in range(start, trainer["max_steps"]):
         started = time.perf_counter()
@@ -149,10 +155,17 @@ def train_loop(cfg: dict) -> None:
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}", tok_s=f"{record['tokens_per_s']:.0f}")
         if done % trainer["checkpoint_every"] == 0 or done == trainer["max_steps"]:
+            weights, optimizer_state = gather_checkpoint(wm, optimizer)  # every rank: FSDP gathers shards
             if rank == 0:
-                run.save_checkpoint(done, wm, optimizer, {"samples_per_rank": done * per_worker})
+                run.save_checkpoint(done, weights, optimizer_state, {"samples_per_rank": done * per_worker})
             report({"step": done, "loss": record["loss"]}, world)
+    sharded = is_sharded(wm)
+    if sharded:
+        weights, _ = gather_checkpoint(wm, optimizer)  # every rank
     if rank == 0:
+        if sharded:  # export a whole copy, on the CPU
+            wm, _ = build_model(cfg, torch.device("cpu"))
+            load_trainable_state(wm, weights)
         export(wm, text_tokenizer, run.path, cfg["model"]["lora"]["enabled"])
 
 

@@ -6,6 +6,12 @@ mid-block attention act on each frame separately, and upsampling is spatial only
 `VideoDecoder.from_tokenizer` equals DEC frame by frame; fine-tuning with eq. (8) then teaches the off-centre slices
 to use the neighbouring frames. The window has one frame of lookahead: frame t needs the tokens of t+1.
 
+`temporal_up_blocks` (default None: every conv, the paper's inflation) keeps the temporal kernels in conv_in, the
+mid block and the first (coarsest) `temporal_up_blocks` up blocks only; the finer blocks and conv_out stay 2D
+(kt = 1), so at inference they run on the centre frame alone. The fine, full-resolution convs are most of DEC's
+work, so VDEC then costs about one DEC plus the coarse stages three times, instead of nine DECs (3 frames x 3
+temporal taps); the frames still mix, at 16..64 px resolution. The embedded default uses it (CPU speed, issue 7).
+
 Dimensions: B batch, T frames (T = window = 3 inside the network), d code dimension, h x w token grid,
 H x W pixels, K codebook size. Activations are (B, C, T, H, W), as `nn.Conv3d` wants them.
 
@@ -49,9 +55,14 @@ class VideoDecoderConfig:
     # VDEC's own
     window: int = 3  # frames t-1, t, t+1 in, frame t out (paper III-A c)
     temporal_kernel_size: int = 3  # of the inflated 3x3 convs; 1x1 convs stay 1x1x1
+    temporal_up_blocks: int | None = None  # up blocks with temporal kernels (coarsest first); None: all (paper)
 
     def __post_init__(self):
         object.__setattr__(self, "block_out_channels", tuple(self.block_out_channels))
+        blocks = len(self.block_out_channels)
+        if self.temporal_up_blocks is not None and not 0 <= self.temporal_up_blocks <= blocks:
+            raise ValueError(f"temporal_up_blocks={self.temporal_up_blocks} must lie in [0, {blocks}] (the decoder "
+                             f"has {blocks} up blocks), or be None for temporal kernels everywhere (the paper's VDEC)")
         for name in ("window", "temporal_kernel_size"):
             value = getattr(self, name)
             if value < 1 or value % 2 == 0:
@@ -70,11 +81,24 @@ class VideoDecoderConfig:
     def tokens_per_side(self) -> int:  # h = w
         return self.image_size // self.downsample
 
+    @property
+    def num_temporal_up_blocks(self) -> int:
+        return len(self.block_out_channels) if self.temporal_up_blocks is None else self.temporal_up_blocks
+
+    def temporal_kernel(self, key: str) -> int:
+        """kt of the conv with state-dict key `key` (or module path): 1 in the per-frame fine stages."""
+        if key.startswith("decoder.conv_out") and self.temporal_up_blocks is not None:
+            return 1
+        if key.startswith("decoder.up_blocks."):
+            if int(key.split(".")[2]) >= self.num_temporal_up_blocks:
+                return 1
+        return self.temporal_kernel_size
+
     @classmethod
     def from_tokenizer_config(cls, tokenizer_config, **overrides) -> "VideoDecoderConfig":
         """DEC's shape read from a `TokenizerConfig` (by field name), plus VDEC's own fields from `overrides`."""
         shared = {f.name: getattr(tokenizer_config, f.name) for f in fields(cls)
-                  if f.name not in ("window", "temporal_kernel_size")}
+                  if f.name not in ("window", "temporal_kernel_size", "temporal_up_blocks")}
         return cls(**shared, **overrides)
 
     def to_dict(self) -> dict:
@@ -125,7 +149,8 @@ class VideoDecoder(nn.Module):
     def from_tokenizer(cls, tokenizer: "Tokenizer", **config_overrides) -> "VideoDecoder":
         """VDEC initialised from DEC by central inflation (paper III-A c); equals DEC frame by frame.
 
-        `config_overrides` sets VDEC's own fields (`window`, `temporal_kernel_size`). The weights are copies on
+        `config_overrides` sets VDEC's own fields (`window`, `temporal_kernel_size`, `temporal_up_blocks`). The
+        weights are copies on
         the tokenizer's device and dtype, so training VDEC leaves DEC untouched.
         """
         config = VideoDecoderConfig.from_tokenizer_config(tokenizer.config, **config_overrides)
@@ -135,7 +160,7 @@ class VideoDecoder(nn.Module):
                      **{f"decoder.{k}": v for k, v in vqmodel.decoder.state_dict().items()}}
         with torch.device("meta"):  # skip the random init of weights that are overwritten next
             video_decoder = cls(config)
-        video_decoder.load_state_dict(_inflate_state_dict(dec_state, config.temporal_kernel_size),
+        video_decoder.load_state_dict(_inflate_state_dict(dec_state, config),
                                       strict=True, assign=True)
         return video_decoder.train(tokenizer.training)
 
@@ -155,7 +180,8 @@ class VideoDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """VDEC: quantised vectors z (B, d, 3, h, w) of frames t-1, t, t+1 -> frame t (B, 3, H, W), unclamped."""
-        return self.decode_latents(z)[:, :, self.config.window // 2]
+        self._check_latents(z)
+        return self.decoder(self.post_quant_conv(z), centre_only=True)[:, :, 0]
 
     @torch.no_grad()
     def decode_window(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -351,20 +377,27 @@ class _Decoder(nn.Module):
         self.mid_block = _MidBlock(channels[0], groups, config.mid_block_add_attention, kt)
         self.up_blocks = nn.ModuleList([
             _UpBlock(channels[max(i - 1, 0)], c, config.layers_per_block + 1, groups,
-                     upsample=i < len(channels) - 1, kt=kt)
+                     upsample=i < len(channels) - 1, kt=config.temporal_kernel(f"decoder.up_blocks.{i}."))
             for i, c in enumerate(channels)])
         self.conv_norm_out = _FrameGroupNorm(groups, channels[-1], eps=1e-6)
         self.conv_act = nn.SiLU()
-        self.conv_out = _InflatedConv(channels[-1], 3, 3, kt)
+        self.conv_out = _InflatedConv(channels[-1], 3, 3, config.temporal_kernel("decoder.conv_out"))
+        self.temporal_up_blocks, self.window = config.num_temporal_up_blocks, config.window
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, d, T, h, w) -> (B, 3, T, H, W)
+    def forward(self, x: torch.Tensor, centre_only: bool = False) -> torch.Tensor:
+        """(B, d, T, h, w) -> (B, 3, T, H, W); with `centre_only`, (B, 3, 1, H, W): the centre frame, whose per-frame
+        fine stages (past `temporal_up_blocks`) then run on it alone."""
         x = self.mid_block(self.conv_in(x))
-        for up_block in self.up_blocks:
+        for i, up_block in enumerate(self.up_blocks):
+            if centre_only and i == self.temporal_up_blocks:
+                x = x[:, :, self.window // 2:self.window // 2 + 1]
             x = up_block(x)
+        if centre_only and x.shape[2] > 1:  # every stage temporal (the paper's VDEC)
+            return self.conv_out(self.conv_act(self.conv_norm_out(x)))[:, :, self.window // 2:self.window // 2 + 1]
         return self.conv_out(self.conv_act(self.conv_norm_out(x)))
 
 
-def _inflate_state_dict(dec_state: dict[str, torch.Tensor], temporal_kernel_size: int) -> dict[str, torch.Tensor]:
+def _inflate_state_dict(dec_state: dict[str, torch.Tensor], config: VideoDecoderConfig) -> dict[str, torch.Tensor]:
     """DEC's tensors as VDEC's: kxk conv weights -> (kt, k, k) with the 2D kernel at the centre, zeros elsewhere
     (central inflation, MAGVIT); everything else copied. Keys are DEC's except the attention's `to_out.0.`."""
     state = {}
@@ -372,7 +405,7 @@ def _inflate_state_dict(dec_state: dict[str, torch.Tensor], temporal_kernel_size
         value = value.detach().clone()
         if value.ndim == 4:  # conv weight (out, in, k, k)
             k = value.shape[-1]
-            kt = temporal_kernel_size if k > 1 else 1  # same rule as _InflatedConv
+            kt = config.temporal_kernel(key) if k > 1 else 1  # same rule as _InflatedConv
             inflated = value.new_zeros(*value.shape[:2], kt, k, k)
             inflated[:, :, kt // 2] = value
             value = inflated
