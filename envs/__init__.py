@@ -5,8 +5,13 @@
     import gymnasium as gym, openvica_sim
     env = gym.make("OpenViCA-v0")                      # or gym.make("openvica_sim:OpenViCA-v0")
     envs = gym.make_vec("OpenViCA-v0", num_envs=8)     # the native vector env: one batched engine
+    envs = gym.make_vec("OpenViCA-Ray-v0", num_envs=32, num_actors=4, use_gpu=True)  # 4 engines on Ray actors
 
-This module imports only gymnasium; the env classes (and torch) load when an env is made.
+OpenViCA-Ray-v0 is OpenViCA-v0 (same spaces, dynamics, seeds and frames) executed by `RayVectorEnv`: a backend,
+not a new env, registered under its own id because gymnasium's vectorization modes are a closed set. It has
+only a vector entry point (one env cannot be spread over actors: `gym.make` it as OpenViCA-v0).
+
+This module imports only gymnasium; the env classes (and torch, and ray) load when an env is made.
 """
 
 from __future__ import annotations
@@ -20,9 +25,14 @@ ENVS: dict[str, dict] = {
         vector_entry_point="openvica_sim.envs.vector:OpenViCAVectorEnv",
         max_episode_steps=14,  # the paper's horizon: N = 14 frames after T = 2 seed frames
     ),
+    "OpenViCA-Ray-v0": dict(
+        vector_entry_point="openvica_sim.envs.ray_vector:RayVectorEnv",  # OpenViCA-v0's sub-envs on Ray actors
+        max_episode_steps=14,  # as OpenViCA-v0
+    ),
 }
 
 _LAZY = {"OpenViCAEnv": "openvica_env", "EnvState": "openvica_env", "OpenViCAVectorEnv": "vector",
+         "RayVectorEnv": "ray_vector",
          "SeedSource": "seeds", "FolderSeedSource": "seeds", "SyntheticSeedSource": "seeds"}
 __all__ = ["ENVS", "register_envs", *_LAZY]
 

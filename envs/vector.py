@@ -33,6 +33,14 @@ from .openvica_env import (MAX_EPISODE_STEPS, RewardFn, SimulatorEnvMixin, check
 from .seeds import SeedSource
 
 
+def per_env_option(key: str, value: Any) -> bool:
+    """Whether a reset option gives one value per sub-env (a list of clip ids, frames (N, T, H, W, 3)) rather
+    than one for all of them (`RayVectorEnv` splits those over its actors by the same rule)."""
+    if key == "clip":
+        return value is not None and not isinstance(value, str)
+    return key == "frames" and getattr(value, "ndim", None) == 5
+
+
 class OpenViCAVectorEnv(SimulatorEnvMixin, VectorEnv):
     """N OpenViCA-v0 sub-envs stepped by one batched engine; spaces, options and info as `OpenViCAEnv`'s.
 
@@ -148,13 +156,13 @@ class OpenViCAVectorEnv(SimulatorEnvMixin, VectorEnv):
         one per sub-env, anything else to all of them."""
         per_env = [dict(options) for _ in range(self.num_envs)]
         clips, frames = options.get("clip"), options.get("frames")
-        if clips is not None and not isinstance(clips, str):
+        if per_env_option("clip", clips):
             if len(clips) != self.num_envs:
                 raise ValueError(f"options['clip'] lists {len(clips)} clips for num_envs={self.num_envs}; "
                                  f"give one id for all sub-envs or one per sub-env")
             for opts, clip in zip(per_env, clips):
                 opts["clip"] = clip
-        if frames is not None and getattr(frames, "ndim", None) == 5:
+        if per_env_option("frames", frames):
             if len(frames) != self.num_envs:
                 raise ValueError(f"options['frames'] holds {len(frames)} clips for num_envs={self.num_envs}; give "
                                  f"(T, H, W, 3) for all sub-envs or (N, T, H, W, 3), one clip per sub-env")

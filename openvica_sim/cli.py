@@ -178,6 +178,8 @@ def synthetic_bdd100k(args) -> int:
 
 
 def data_ingest(args) -> int:
+    import functools
+
     from .bundle import load_bundle
     from .data.ingest import ingest
 
@@ -188,13 +190,22 @@ def data_ingest(args) -> int:
     if args.tokenizer:
         from .models.tokenizer import Tokenizer
 
-        encoder = Tokenizer.from_pretrained(args.tokenizer, device=args.device)
+        load_encoder = functools.partial(Tokenizer.from_pretrained, args.tokenizer, device=args.device)
     else:
-        encoder = load_bundle(args.bundle, device=args.device)
-    report = ingest(args.bdd_root, args.split, args.out, encoder,
-                    fps=args.fps, limit=args.limit, store_frames=args.store_frames, shard=(index, count),
-                    batch_size=args.batch_size, subset=args.subset)
-    print(report.summary, file=sys.stderr)
+        load_encoder = functools.partial(load_bundle, args.bundle, device=args.device)
+    options = dict(fps=args.fps, limit=args.limit, store_frames=args.store_frames, batch_size=args.batch_size,
+                   subset=args.subset)
+    if args.ray:
+        from .distributed import ingest_on_ray
+
+        if count != 1:
+            raise ValueError(f"--shard {args.shard} with --ray: Ray shards the videos itself; give --num-workers")
+        reports = ingest_on_ray(args.bdd_root, args.split, args.out, load_encoder, args.num_workers,
+                                use_gpu=args.device.startswith("cuda"), **options)
+    else:
+        reports = [ingest(args.bdd_root, args.split, args.out, load_encoder(), shard=(index, count), **options)]
+    for report in reports:
+        print(report.summary, file=sys.stderr)
     return 0
 
 
@@ -302,6 +313,10 @@ def _parser() -> argparse.ArgumentParser:
     di.add_argument("--shard", default="0/1", help="i/n: this process ingests videos i, i+n, ... (default 0/1)")
     di.add_argument("--batch-size", type=int, default=16, help="frames per tokenizer call")
     di.add_argument("--device", default="cpu")
+    di.add_argument("--ray", action="store_true", help="shard the videos over Ray tasks (RAY_ADDRESS, or a local "
+                    "cluster), one part each, consolidated at the end; rerun with the same --num-workers to resume")
+    di.add_argument("--num-workers", type=int, default=2, help="with --ray: tasks, i.e. shards (default 2); "
+                    "with --device cuda each task takes one GPU")
     di.set_defaults(run=data_ingest)
 
     s = sub.add_parser("synthetic", help="the synthetic driving world").add_subparsers(title="synthetic commands")

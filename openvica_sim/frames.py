@@ -112,6 +112,31 @@ def resize_short_side(frames: torch.Tensor, short_side: int) -> torch.Tensor:
     return F.interpolate(frames, size=out_size, mode="bilinear", align_corners=False, antialias=False)
 
 
+def boxes_to_model_view(boxes: list[dict], height: int, width: int, size: int = FRAME_SIZE,
+                        short_side: int | None = SHORT_SIDE, min_visible: float = 0.25) -> list[dict]:
+    """Boxes {"box2d": {x1, y1, x2, y2}, ...} in the pixels of an H x W camera frame -> the same boxes in the
+    size x size crop that `preprocess` makes of it (scaled, shifted, clipped to the crop). A box keeping less than
+    `min_visible` of its area inside the crop is dropped. Other keys of each box are kept."""
+    if (height, width) == (size, size) or short_side is None:
+        scale = 1.0
+        scaled_h, scaled_w = height, width
+    else:
+        scale = short_side / min(height, width)
+        scaled_h, scaled_w = round(height * scale), round(width * scale)
+    top, left = (scaled_h - size) // 2, (scaled_w - size) // 2  # as center_crop
+    out = []
+    for b in boxes:
+        x1, y1, x2, y2 = (float(b["box2d"][k]) for k in ("x1", "y1", "x2", "y2"))
+        x1, x2 = x1 * scale - left, x2 * scale - left
+        y1, y2 = y1 * scale - top, y2 * scale - top
+        area = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+        cx1, cy1, cx2, cy2 = max(x1, 0.0), max(y1, 0.0), min(x2, float(size)), min(y2, float(size))
+        visible = max(0.0, cx2 - cx1) * max(0.0, cy2 - cy1)
+        if area > 0 and visible >= min_visible * area:
+            out.append({**b, "box2d": {"x1": cx1, "y1": cy1, "x2": cx2, "y2": cy2}})
+    return out
+
+
 def center_crop(frames: FrameArray, size: int) -> FrameArray:
     """The centre size x size window of the last two dimensions; offsets round down."""
     height, width = frames.shape[-2:]

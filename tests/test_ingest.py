@@ -52,6 +52,35 @@ def test_clips_carry_their_attributes_split_and_fps(ingested):
     assert clip["split"] == "train" and clip["fps"] == 4.0 and clip["video_id"] == manifest["ids"][0]
 
 
+def test_the_labelled_frames_boxes_are_stored_in_the_model_view_on_the_store_frame_at_its_time(ingested, bdd_tree):
+    import json
+
+    from openvica_sim.frames import boxes_to_model_view
+
+    out, _, manifest = ingested
+    root, _ = bdd_tree
+    clip_id = manifest["ids"][0]
+    record = next(r for r in json.loads((root / "labels/det_20/det_train.json").read_text())
+                  if r["name"] == f"{clip_id}.jpg")
+    assert record["timestamp"] == 1500  # a 2 s drive is labelled at 1.5 s (frame 45 of 30 fps)
+    clip = TokenStore(out).clip(clip_id)
+    assert [entry["frame"] for entry in clip["labels"]] == [6]  # 1.5 s at 4 fps
+    expected = boxes_to_model_view([{k: b[k] for k in ("category", "box2d")} for b in record["labels"]], 720, 1280)
+    assert clip["labels"][0]["boxes"] == expected != []
+
+
+def test_boxes_follow_the_papers_scale_and_centre_crop():
+    from openvica_sim.frames import boxes_to_model_view
+
+    boxes = [{"category": "car", "box2d": {"x1": 600, "y1": 300, "x2": 700, "y2": 400}},  # inside the crop
+             {"category": "car", "box2d": {"x1": 0, "y1": 0, "x2": 100, "y2": 100}},  # left of the crop: dropped
+             {"category": "bus", "box2d": {"x1": 350, "y1": 300, "x2": 450, "y2": 400}}]  # 7/10 of it inside
+    out = boxes_to_model_view(boxes, 720, 1280)
+    assert [b["category"] for b in out] == ["car", "bus"]
+    assert out[0]["box2d"] == {"x1": 108.0, "y1": 98.0, "x2": 158.0, "y2": 148.0}  # x 0.5, minus (192, 52)
+    assert out[1]["box2d"] == {"x1": 0.0, "y1": 98.0, "x2": 33.0, "y2": 148.0}
+
+
 def test_ego_motion_is_finite_with_an_info_file_and_nan_without(ingested):
     out, report, manifest = ingested
     store = TokenStore(out)

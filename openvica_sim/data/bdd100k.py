@@ -38,6 +38,9 @@ class BddVideo:
     path: Path
     info_path: Path | None
     attributes: dict = field(default_factory=dict)  # {"weather", "scene", "timeofday"}, {} when unlabelled
+    # the labelled frame's boxes [{category, box2d}] (camera pixels) and its time in the video, when labelled
+    labels: list = field(default_factory=list)
+    label_time_s: float | None = None
 
 
 @dataclass
@@ -64,15 +67,17 @@ def list_videos(root: str | os.PathLike, split: str) -> list[BddVideo]:
         raise FileNotFoundError(
             f"no BDD100K video folder {video_dir}; expected root/videos/{{train,val,test}}/<id>.mov with labels "
             f"in root/labels/det_20/det_{{train,val}}.json and ego motion in root/info/100k/{{train,val}}/<id>.json")
-    attributes = _read_attributes(root, split)
+    records = _read_label_records(root, split)
     info_dir = root / "info" / "100k" / split
     videos = []
     for path in sorted(video_dir.iterdir()):
         if path.suffix.lower() != ".mov" or not path.is_file():
             continue
         info_path = info_dir / f"{path.stem}.json"
+        record = records.get(path.stem, {})
         videos.append(BddVideo(path.stem, split, path, info_path if info_path.is_file() else None,
-                               dict(attributes.get(path.stem, {}))))
+                               dict(record.get("attributes", {})), record.get("labels", []),
+                               record.get("label_time_s")))
     return sorted(videos, key=lambda v: v.id)
 
 
@@ -86,8 +91,12 @@ def find_labels_file(root: str | os.PathLike, split: str) -> Path | None:
     return None
 
 
-def _read_attributes(root: Path, split: str) -> dict[str, dict]:
-    """Video id -> attributes; the image `<id>.jpg` is the labelled frame of the video `<id>.mov`."""
+LABEL_TIME_S = 10.0  # BDD100K labels the frame "just after 10 seconds" (paper IV-A) when a record has no timestamp
+
+
+def _read_label_records(root: Path, split: str) -> dict[str, dict]:
+    """Video id -> {"attributes", "labels" (boxes with a box2d, camera pixels), "label_time_s"}; the image
+    `<id>.jpg` is the labelled frame of the video `<id>.mov`. Records without attributes or boxes give empty ones."""
     path = find_labels_file(root, split)
     if path is None:
         return {}
@@ -101,7 +110,12 @@ def _read_attributes(root: Path, split: str) -> dict[str, dict]:
     for record in records:
         if isinstance(record, dict) and isinstance(record.get("name"), str):
             attributes = record.get("attributes")
-            out[Path(record["name"]).stem] = attributes if isinstance(attributes, dict) else {}
+            boxes = [{"category": label["category"], "box2d": label["box2d"]} for label in record.get("labels") or []
+                     if isinstance(label, dict) and isinstance(label.get("box2d"), dict) and label.get("category")]
+            timestamp = _number(record.get("timestamp"))
+            out[Path(record["name"]).stem] = {
+                "attributes": attributes if isinstance(attributes, dict) else {}, "labels": boxes,
+                "label_time_s": LABEL_TIME_S if timestamp is None else timestamp / 1000.0}
     return out
 
 

@@ -56,7 +56,8 @@ def write_bdd100k(root: str | os.PathLike, split: str = "train", num_videos: int
         clip = render_drive(drive, num_frames, fps=FPS, height=HEIGHT, width=WIDTH, rng_seed=int(rng.integers(2**31)))
         # write_video always muxes MP4 (ISO BMFF), which QuickTime/.mov readers and FFmpeg's probe accept
         write_video(video_dir / f"{video_id}.mov", clip.frames, fps=FPS)
-        labelled = min(int(LABEL_TIME_S * FPS), num_frames - 1)
+        # the frame at 10 s, or in a shorter clip the last one on a 0.5 s step (a frame every 4 fps ingest keeps)
+        labelled = min(int(LABEL_TIME_S * FPS), (num_frames - 1) // (FPS // 2) * (FPS // 2))
         labels.append({"name": f"{video_id}.jpg", "attributes": clip.attributes,
                        "timestamp": int(round(1000 * labelled / FPS)),
                        "labels": [{"id": str(b["id"]), "category": b["category"], "box2d": b["box2d"]}

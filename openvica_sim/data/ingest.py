@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..frames import preprocess, postprocess
+from ..frames import boxes_to_model_view, postprocess, preprocess
 from ..video_io import VideoDecodeError, read_video
 from .bdd100k import list_videos, read_ego_motion, val_500
 from .store import PartWriter, consolidate
@@ -132,7 +132,8 @@ def ingest(bdd_root: str | os.PathLike, split: str, out: str | os.PathLike, bund
             data["frames"] = model_frames
         t0 = time.perf_counter()
         writer.append_clip({"clip_id": video.id, "video_id": video.id, "split": video.split, "fps": float(fps),
-                            "ego_status": ego.status, "attributes": video.attributes}, data)
+                            "ego_status": ego.status, "attributes": video.attributes,
+                            "labels": _labelled_frames(video, camera.shape[1:3], len(camera), fps, size)}, data)
         report.stage_seconds["write"] += time.perf_counter() - t0
         report.clips_written += 1
         report.frames += len(camera)
@@ -143,6 +144,18 @@ def ingest(bdd_root: str | os.PathLike, split: str, out: str | os.PathLike, bund
     report.store_clips = len(consolidate(out)["clips"])
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _labelled_frames(video, camera_hw: tuple[int, int], num_frames: int, fps: float, size: int) -> list[dict]:
+    """The video's ground-truth boxes as store frames: [{"frame": k, "boxes": [{category, box2d}]}], boxes in the
+    pixels of the model's size x size view (`frames.boxes_to_model_view`), on the store frame nearest the labelled
+    time (BDD100K labels one frame, at 10 s); [] when unlabelled or when that time lies past the clip."""
+    if not video.labels or video.label_time_s is None:
+        return []
+    frame = int(round(video.label_time_s * fps))
+    if frame >= num_frames or abs(frame / fps - video.label_time_s) > 0.5 / fps:
+        return []
+    return [{"frame": frame, "boxes": boxes_to_model_view(video.labels, *camera_hw, size=size)}]
 
 
 @torch.inference_mode()

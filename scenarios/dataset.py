@@ -1,0 +1,230 @@
+"""A rare-scenario dataset on disk: the folder `openvica scenarios generate` writes and every other command reads.
+
+    DIR/manifest.json            spec hash, bundle hashes, project version, sampler settings, counts, times
+    DIR/spec.yaml                the resolved spec, frozen (what `replay` regenerates from)
+    DIR/clips.parquet            one row per generated clip (COLUMNS below), rebuilt from the committed clip folders
+    DIR/clips/<clip_id>/         one generated clip, the unit of commit (written as clips/.tmp-<clip_id>/, renamed)
+        frames/NNNNNN.jpg        the T seed frames (000000 .. T-1), then the N generated ones
+        video.mp4                the same frames at the bundle's 4 fps
+        tokens.npy               uint16 (T + N, h, w): seed codes, then generated codes
+        actions.json             the ego program and its per-step commands, and whether the bundle applied them
+        clip.json                this clip's row of clips.parquet, minus the dataset-level fields
+        labels.json              ground truth of the seed frames, when the seed source has it (Scalabel frames)
+        pseudo/<name>.json       a detector's boxes on every frame (`openvica scenarios test`), Scalabel frames
+    DIR/labels/det.json          every selected clip's frames, BDD100K/Scalabel layout, boxes with provenance
+    DIR/labels/coco.json         the same in COCO (pycocotools loads it)
+    DIR/review/index.html        contact sheets per slice and per surprise decile, a histogram of surprise
+
+Boxes are in the pixels of the frames as stored (256 x 256, the model's view) and carry their provenance:
+"seed-ground-truth" (transferred from the seed frame's own labels, on that frame only) or "pseudo:<detector>"
+with its score. A generated frame never carries a box presented as ground truth (DESIGN.md "Scenarios").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+MANIFEST = "manifest.json"
+SPEC_FILE = "spec.yaml"
+CLIPS_TABLE = "clips.parquet"
+CLIPS_DIR = "clips"
+LABELS_DIR = "labels"
+REVIEW_DIR = "review"
+CLIP_FILE = "clip.json"
+SEED_LABELS_FILE = "labels.json"
+PSEUDO_DIR = "pseudo"
+TMP_PREFIX = ".tmp-"
+GROUND_TRUTH = "seed-ground-truth"
+SLICE_KEYS = ("weather", "timeofday", "scene")  # BDD100K's clip attributes
+
+# BDD100K's ten detection classes (det_20), in its order: COCO category ids are 1 + the index.
+CATEGORIES = ("pedestrian", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle", "traffic light",
+              "traffic sign")
+
+# clips.parquet, one row per generated clip. Per-clip fields are written with the clip (clip.json); the
+# dataset-level ones (*) are computed over all committed clips when the table is rebuilt.
+COLUMNS = {
+    "clip_id": "str: <parent>-f<fork>-b<branch>, also the folder name",
+    "parent_clip_id": "str: the seed clip",
+    "fork_frame": "int: first frame of the seed clip used as seed frame (spec fork.at)",
+    "branch": "int: 0 .. fork.branches - 1",
+    "sample_seed": "int64: the sampler seed, from (spec hash, parent, fork, branch)",
+    "weather": "str", "timeofday": "str", "scene": "str",
+    "attributes": "str: the seed clip's attributes, JSON",
+    "num_seed_frames": "int: T", "num_frames": "int: T + N frames in frames/",
+    "ego_program": "str", "ego_params": "str: JSON", "ego_applied": "bool: the bundle is action-conditioned",
+    "surprise": "list<float>: per generated frame, nats per code", "surprise_mean": "float",
+    "flicker": "float: mean frame-to-frame change of the generated frames over the seed frames' (ratio)",
+    "flicker_flag": "bool: flicker above the spec's gate", "frozen_flag": "bool: generated frames do not change",
+    "surprise_outlier": "bool (*): surprise_mean beyond the gate's robust z-score",
+    "surprise_decile": "int (*): 0 (least) .. 9 (most surprising) over the dataset",
+    "diversity": "float (*): embedding distance to the nearest clip selected before it (k-center greedy order)",
+    "diversity_rank": "int (*): position in the k-center greedy order, 0 first",
+    "selected": "bool (*): kept by the spec's select rule", "status": "str (*): ok | flagged:<gates>",
+    "seconds": "float: time to generate and write the clip",
+}
+
+
+def clip_dir(root: str | os.PathLike, clip_id: str) -> Path:
+    return Path(root) / CLIPS_DIR / clip_id
+
+
+def frame_name(index: int) -> str:
+    return f"{index:06d}.jpg"
+
+
+def committed_clip_ids(root: str | os.PathLike) -> list[str]:
+    """Clip folders that were renamed into place (complete), sorted; temporary folders are ignored."""
+    clips = Path(root) / CLIPS_DIR
+    if not clips.is_dir():
+        return []
+    return sorted(p.name for p in clips.iterdir()
+                  if p.is_dir() and not p.name.startswith(TMP_PREFIX) and (p / CLIP_FILE).is_file())
+
+
+class ScenarioDataset:
+    """Read a scenario dataset: its manifest, its clips table, frames, tokens and labels.
+
+    Raises:
+        FileNotFoundError: `path` holds no manifest.json or clips.parquet (not a finished dataset).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        for name in (MANIFEST, CLIPS_TABLE):
+            if not (self.path / name).is_file():
+                raise FileNotFoundError(f"{self.path} is not a scenario dataset: no {name}; make one with "
+                                        f"`openvica scenarios generate --spec NAME --out {self.path}`")
+        self.manifest = json.loads((self.path / MANIFEST).read_text())
+        import pyarrow.parquet as pq
+
+        self.clips: list[dict] = pq.read_table(self.path / CLIPS_TABLE).to_pylist()
+        self._by_id = {c["clip_id"]: c for c in self.clips}
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    @property
+    def clip_ids(self) -> list[str]:
+        return [c["clip_id"] for c in self.clips]
+
+    def clip(self, clip_id: str) -> dict:
+        if clip_id not in self._by_id:
+            import difflib
+
+            close = difflib.get_close_matches(clip_id, self._by_id, n=3)
+            raise KeyError(f"no clip {clip_id!r} in {self.path} ({len(self)} clips); closest: {close}")
+        return self._by_id[clip_id]
+
+    def frame_paths(self, clip_id: str) -> list[Path]:
+        row = self.clip(clip_id)
+        folder = clip_dir(self.path, clip_id) / "frames"
+        return [folder / frame_name(i) for i in range(row["num_frames"])]
+
+    def frames(self, clip_id: str) -> np.ndarray:
+        """uint8 (T + N, H, W, 3): seed frames, then generated ones."""
+        from openvica_sim.video_io import read_image
+
+        return np.stack([read_image(p) for p in self.frame_paths(clip_id)])
+
+    def tokens(self, clip_id: str) -> np.ndarray:
+        """uint16 (T + N, h, w)."""
+        self.clip(clip_id)
+        return np.load(clip_dir(self.path, clip_id) / "tokens.npy")
+
+    def seed_labels(self, clip_id: str) -> dict[int, list[dict]]:
+        """Ground-truth boxes of the seed frames, {frame index: [box]}, {} when the seed source had none."""
+        self.clip(clip_id)
+        return read_frame_labels(clip_dir(self.path, clip_id) / SEED_LABELS_FILE)
+
+    def pseudo_labels(self, clip_id: str, detector: str) -> dict[int, list[dict]]:
+        """A detector's boxes on every frame (`openvica scenarios test`), {frame index: [box]}."""
+        self.clip(clip_id)
+        return read_frame_labels(clip_dir(self.path, clip_id) / PSEUDO_DIR / f"{safe_name(detector)}.json")
+
+
+def safe_name(name: str) -> str:
+    """A detector name ("module:function") as a file name."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+# ---- labels ---------------------------------------------------------------------------------------------------
+
+def box(category: str, x1: float, y1: float, x2: float, y2: float, provenance: str, score: float | None = None) -> dict:
+    """One box in the Scalabel layout, with its provenance (and score for pseudo-labels)."""
+    out = {"category": category, "box2d": {"x1": float(x1), "y1": float(y1), "x2": float(x2), "y2": float(y2)},
+           "provenance": provenance}
+    if score is not None:
+        out["score"] = float(score)
+    return out
+
+
+def write_frame_labels(path: str | os.PathLike, labels: dict[int, list[dict]]) -> None:
+    """{frame index: [box]} as a JSON list of {"frameIndex", "labels"}, atomically."""
+    frames = [{"frameIndex": int(i), "labels": labels[i]} for i in sorted(labels)]
+    atomic_write_text(Path(path), json.dumps(frames))
+
+
+def read_frame_labels(path: str | os.PathLike) -> dict[int, list[dict]]:
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    return {int(f["frameIndex"]): list(f["labels"]) for f in json.loads(path.read_text())}
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_label_exports(root: str | os.PathLike, clips: list[dict], frame_size: int) -> dict:
+    """Rebuild labels/det.json (BDD100K/Scalabel) and labels/coco.json from the clip folders of `clips` (rows of
+    clips.parquet): every frame of every clip, with the seed frames' ground truth and every detector's pseudo-labels
+    found in the clip folders. Returns {"frames", "boxes"} counts.
+    """
+    root = Path(root)
+    scalabel, images, annotations = [], [], []
+    label_id = 0
+    for clip in clips:
+        folder = clip_dir(root, clip["clip_id"])
+        per_frame = read_frame_labels(folder / SEED_LABELS_FILE)
+        pseudo_dir = folder / PSEUDO_DIR
+        for pseudo in sorted(pseudo_dir.glob("*.json")) if pseudo_dir.is_dir() else []:
+            for i, boxes in read_frame_labels(pseudo).items():
+                per_frame.setdefault(i, []).extend(boxes)
+        attributes = {k: clip[k] for k in SLICE_KEYS}
+        for i in range(clip["num_frames"]):
+            name = f"{CLIPS_DIR}/{clip['clip_id']}/frames/{frame_name(i)}"
+            image_id = len(images) + 1
+            images.append({"id": image_id, "file_name": name, "width": frame_size, "height": frame_size,
+                           "video_name": clip["clip_id"], "frame_index": i,
+                           "generated": i >= clip["num_seed_frames"]})
+            labels = []
+            for b in per_frame.get(i, []):
+                label_id += 1
+                labels.append({"id": str(label_id), **b})
+                x1, y1, x2, y2 = (b["box2d"][k] for k in ("x1", "y1", "x2", "y2"))
+                annotations.append({"id": label_id, "image_id": image_id,
+                                    "category_id": _category_id(b["category"]),
+                                    "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
+                                    "iscrowd": 0, "score": b.get("score", 1.0), "provenance": b["provenance"]})
+            scalabel.append({"name": name, "videoName": clip["clip_id"], "frameIndex": i,
+                             "attributes": attributes, "labels": labels})
+    coco = {"info": {"description": "openvica-sim scenario dataset", "frame_size": frame_size},
+            "images": images, "annotations": annotations,
+            "categories": [{"id": i + 1, "name": c, "supercategory": "bdd100k"} for i, c in enumerate(CATEGORIES)]}
+    atomic_write_text(root / LABELS_DIR / "det.json", json.dumps(scalabel))
+    atomic_write_text(root / LABELS_DIR / "coco.json", json.dumps(coco))
+    return {"frames": len(images), "boxes": len(annotations)}
+
+
+def _category_id(category: str) -> int:
+    if category not in CATEGORIES:
+        raise ValueError(f"box category {category!r} is not a BDD100K detection class; use one of {list(CATEGORIES)}")
+    return CATEGORIES.index(category) + 1

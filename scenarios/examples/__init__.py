@@ -1,0 +1,1 @@
+"""Example detectors for `openvica scenarios test` (see color_detector.py)."""
