@@ -11,12 +11,14 @@ options and the info layout (dicts of arrays with `_key` masks) are those of `Op
 Same seeds, same frames: sub-env i is seeded with `seed + i` whichever actor hosts it, and a row's draws depend
 on its sampler seed alone (DESIGN.md "Determinism"), so this env returns what `OpenViCAVectorEnv` returns,
 bit for bit where the engine's batch invariance holds: measured on CPU in float32, where decode widths of 4 and
-more agree bitwise. On a GPU in bf16 the actors' row widths (N / A) round differently from one engine of N rows,
-so there the frames agree in distribution, and exactly only with the same rows per engine.
+more agree bitwise (the test compares engines of 3 + 2 rows with one of 5). On a GPU in bf16 different widths
+need not round alike (DESIGN.md), and the actors' engines are N / A rows wide, not N: there the two envs agree
+in distribution, and bit for bit only with the same rows per engine.
 
-Across processes the env takes folders, not objects: `bundle` a bundle folder (default the embedded bundle),
-`seeds` a folder of clips (or None). A `reward_fn` must be picklable (a top-level function, or a cloudpickled
-closure); it runs in the actors.
+Across processes the env takes folders, not models: `bundle` a bundle folder (default the embedded bundle),
+`seeds` a folder of clips, None (the default clips) or a picklable `SeedSource` (e.g. `SyntheticSeedSource()`);
+folders must be readable on every node. A `reward_fn` runs in the actors, so it must pickle (cloudpickle takes
+functions and closures).
 
 The registry reaches it through its own id, `OpenViCA-Ray-v0`, whose only entry point is this vector env
 (`gym.make` of it fails: one env cannot be spread over actors; use OpenViCA-v0).
@@ -25,6 +27,7 @@ The registry reaches it through its own id, `OpenViCA-Ray-v0`, whose only entry 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -32,19 +35,21 @@ import numpy as np
 import ray
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
+from ray.exceptions import ActorDiedError
 
 from openvica_sim.bundle import FPS
-from openvica_sim.distributed import _check_resources, bundle_folder, connect
+from openvica_sim.distributed import bundle_folder, check_resources, connect
 from openvica_sim.simulator import MIN_SEED_FRAMES, TRAINED_CONTEXT_FRAMES
 
 from .openvica_env import MAX_EPISODE_STEPS, RewardFn, check_actions
+from .seeds import SeedSource
 from .vector import OpenViCAVectorEnv, per_env_option
 
 
 class RayVectorEnv(VectorEnv):
     """N OpenViCA-v0 sub-envs over `num_actors` Ray actors; the API, spaces and infos of `OpenViCAVectorEnv`.
 
-    Args: those of `OpenViCAVectorEnv` (bundle a folder, seeds a folder or None; device follows use_gpu), plus
+    Args: those of `OpenViCAVectorEnv` (bundle a folder, not a `Bundle`; device follows use_gpu), plus
         num_actors: actors (at most num_envs); each holds num_envs / num_actors sub-envs.
         use_gpu: one GPU per actor (`gpus_per_actor` of them), device "cuda"; otherwise CPU actors.
         cpus_per_actor: Ray CPUs each actor reserves.
@@ -53,12 +58,14 @@ class RayVectorEnv(VectorEnv):
     Raises:
         ValueError: num_actors outside 1..num_envs, or a cluster too small for the actors.
         TypeError / FileNotFoundError: a `Bundle` object or a missing bundle folder.
+        RuntimeError: an actor failed to build its env (the message carries the actor's error).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": FPS, "autoreset_mode": AutoresetMode.NEXT_STEP}
 
     def __init__(self, num_envs: int = 1, num_actors: int = 1, bundle: str | os.PathLike | None = None,
-                 seeds: str | os.PathLike | None = None, top_k: int | None = None, temperature: float = 1.0,
+                 seeds: SeedSource | str | os.PathLike | None = None, top_k: int | None = None,
+                 temperature: float = 1.0,
                  use_gpu: bool = False, gpus_per_actor: float = 1, cpus_per_actor: float = 1,
                  address: str | None = None, decoder: str | None = None, render_mode: str | None = None,
                  reward_fn: RewardFn | None = None, seed_frames: int = MIN_SEED_FRAMES,
@@ -73,7 +80,7 @@ class RayVectorEnv(VectorEnv):
         sizes = [num_envs // num_actors + (j < num_envs % num_actors) for j in range(num_actors)]
         bounds = np.cumsum([0, *sizes])
         self._rows = [slice(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]  # actor j's sub-envs
-        kwargs = dict(bundle=bundle_folder(bundle), seeds=None if seeds is None else os.fspath(seeds), top_k=top_k,
+        kwargs = dict(bundle=bundle_folder(bundle), seeds=_absolute(seeds), top_k=top_k,
                       temperature=temperature, device="cuda" if use_gpu else "cpu", decoder=decoder,
                       render_mode=render_mode, reward_fn=reward_fn, seed_frames=seed_frames,
                       context_frames=context_frames, max_episode_steps=max_episode_steps)
@@ -81,10 +88,14 @@ class RayVectorEnv(VectorEnv):
         self._actors: list = []
         try:
             gpus = gpus_per_actor if use_gpu else 0
-            _check_resources(num_actors, cpus_per_actor, gpus, "num_actors")
+            check_resources(num_actors, cpus_per_actor, gpus, "lower num_actors or the CPUs/GPUs per actor, or "
+                            "point RAY_ADDRESS at a larger cluster")
             host = ray.remote(_EnvHost).options(num_cpus=cpus_per_actor, num_gpus=gpus)
             self._actors = [host.remote(rows.stop - rows.start, kwargs) for rows in self._rows]
             description = ray.get([actor.describe.remote() for actor in self._actors])[0]
+        except ActorDiedError as e:  # the env's constructor raised in an actor: bad arguments, a bad bundle
+            self.close_extras()
+            raise RuntimeError(f"an OpenViCA-Ray-v0 actor failed to start: {e}") from e
         except BaseException:
             self.close_extras()
             raise
@@ -109,8 +120,8 @@ class RayVectorEnv(VectorEnv):
             if per_env_option(key, value) and len(value) != self.num_envs:
                 raise ValueError(f"options[{key!r}] holds {len(value)} values for num_envs={self.num_envs}; give "
                                  f"one for all sub-envs or one per sub-env")
-        calls = [actor.reset.remote(seeds[rows], {k: v[rows] if per_env_option(k, v) else v for k, v in options.items()})
-                 for actor, rows in zip(self._actors, self._rows)]
+        share = lambda rows: {k: v[rows] if per_env_option(k, v) else v for k, v in options.items()}  # noqa: E731
+        calls = [actor.reset.remote(seeds[rows], share(rows)) for actor, rows in zip(self._actors, self._rows)]
         obs, infos = zip(*ray.get(calls))
         self._frames = np.concatenate(obs)
         return self._frames.copy(), _concatenate_infos(infos)
@@ -143,6 +154,11 @@ class RayVectorEnv(VectorEnv):
         if self._owns_ray:
             ray.shutdown()
             self._owns_ray = False
+
+
+def _absolute(seeds: SeedSource | str | os.PathLike | None) -> SeedSource | str | None:
+    """A seed folder as an absolute path (actors need not share the driver's working directory)."""
+    return str(Path(seeds).expanduser().resolve()) if isinstance(seeds, (str, os.PathLike)) else seeds
 
 
 def _concatenate_infos(infos: tuple[dict, ...]) -> dict[str, Any]:

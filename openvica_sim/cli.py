@@ -190,9 +190,9 @@ def data_ingest(args) -> int:
     if args.tokenizer:
         from .models.tokenizer import Tokenizer
 
-        load_encoder = functools.partial(Tokenizer.from_pretrained, args.tokenizer, device=args.device)
-    else:
-        load_encoder = functools.partial(load_bundle, args.bundle, device=args.device)
+        load_encoder = functools.partial(Tokenizer.from_pretrained, Path(args.tokenizer).resolve(), device=args.device)
+    else:  # absolute paths: with --ray the encoder loads in Ray workers, whose working directory may differ
+        load_encoder = functools.partial(load_bundle, Path(args.bundle).resolve(), device=args.device)
     options = dict(fps=args.fps, limit=args.limit, store_frames=args.store_frames, batch_size=args.batch_size,
                    subset=args.subset)
     if args.ray:
@@ -318,6 +318,17 @@ def _parser() -> argparse.ArgumentParser:
     di.add_argument("--num-workers", type=int, default=2, help="with --ray: tasks, i.e. shards (default 2); "
                     "with --device cuda each task takes one GPU")
     di.set_defaults(run=data_ingest)
+
+    sc = sub.add_parser("scenarios", help="rare-scenario datasets: generate, replay, mine real clips, test a "
+                        "detector").add_subparsers(title="scenarios commands")
+    from .scenarios import generate as scenario_generate
+    from .scenarios import harness as scenario_harness
+    from .scenarios import mine as scenario_mine
+
+    scenario_generate.add_parser(sc)
+    scenario_generate.add_replay_parser(sc)
+    scenario_mine.add_parser(sc)
+    scenario_harness.add_parser(sc)
 
     s = sub.add_parser("synthetic", help="the synthetic driving world").add_subparsers(title="synthetic commands")
     sf = s.add_parser("frames", help="render one synthetic clip as PNG frames (seed frames for demos)")

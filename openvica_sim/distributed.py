@@ -13,14 +13,17 @@ The driver cuts the items into batches and keeps `calls_per_actor` calls in flig
 so an actor never idles while its next batch is shipped. Failures: an actor's death surfaces on its pending
 calls as `RayActorError` (Ray 2.60, measured: `ActorUnavailableError` while Ray restarts it, `ActorDiedError`
 once its `max_restarts` are spent); those batches go back to the front of the queue and run on the living
-actors. The dead actor gets a probe call, which Ray holds until the restarted actor has reloaded the bundle;
-it serves again once the probe returns. A batch that fails `max_batch_failures` times (one that kills every
-actor it lands on) or a pool without actors left ends the map with a RuntimeError; an exception raised by
-`fn` itself is not a failure of the actor and propagates at once, as the `RayTaskError` Ray raises (an
-instance of the original exception class, with its message and remote traceback).
+actors. The dead actor gets a probe call that Ray retries (max_task_retries=-1) until the restarted actor has
+reloaded the bundle; it serves again once the probe returns, and leaves the pool if its restarts are spent. A
+batch that fails `max_batch_failures` times (one that kills every actor it lands on) or a pool without actors
+left ends the map with a RuntimeError; an exception raised by `fn` itself is not a failure of the actor and
+propagates at once, as the `RayTaskError` Ray raises (an instance of the original exception class, with its
+message and remote traceback).
 
 Results are identical wherever a batch ran: a rollout's draws depend on its sampler seed alone (DESIGN.md
-"Determinism"), so a retried batch gives what the first attempt would have given.
+"Determinism"), so a retried batch gives what the first attempt would have given. A batch whose actor died may
+have run in part or in full before (Ray: "the task may or may not have been executed"), so `fn`'s side effects
+must be idempotent, as the scenario generator's per-clip commits are.
 
 The core modules import no ray; this module is the edge that does.
 """
@@ -43,7 +46,6 @@ from .simulator import Rollout, Simulator
 
 # A call fails with these when its actor (or the node holding its result) died: requeue it, never when fn raised.
 ACTOR_FAILURES = (RayActorError, ObjectLostError)
-MAX_PROBES = 3  # consecutive failed probes after which a restarting actor counts as dead
 
 
 def connect(address: str | None = None) -> bool:
@@ -150,9 +152,12 @@ class SimulatorPool:
                              f"and calls_per_actor={calls_per_actor} >= 1")
         self.bundle = bundle_folder(bundle)
         self.max_batch_failures, self.calls_per_actor = max_batch_failures, calls_per_actor
+        self.failed_calls = 0  # calls lost to actor deaths and queued again (all maps)
         self._owns_ray = connect(address)
         try:
-            _check_resources(num_workers, cpus_per_actor, gpus_per_actor if use_gpu else 0, "scaling.num_workers")
+            check_resources(num_workers, cpus_per_actor, gpus_per_actor if use_gpu else 0,
+                            "lower num_workers (scaling.num_workers) or the CPUs/GPUs per actor, or point "
+                            "RAY_ADDRESS at a larger cluster")
             actor = ray.remote(SimulatorActor).options(
                 num_cpus=cpus_per_actor, num_gpus=gpus_per_actor if use_gpu else 0,
                 max_restarts=max_restarts, max_task_retries=0)  # retries are the driver's: on a living actor
@@ -161,7 +166,6 @@ class SimulatorPool:
                             for _ in range(num_workers)]
             self._live = set(range(num_workers))
             self._probes: dict[ray.ObjectRef, int] = {}  # probe call -> actor, for actors that died mid-call
-            self._probe_failures: Counter = Counter()
             self._last_failure: BaseException | None = None
             self.pids()  # wait until every actor has loaded the bundle, so start-up errors surface here
         except ActorDiedError as e:
@@ -178,8 +182,8 @@ class SimulatorPool:
         return len(self._live)
 
     def pids(self) -> list[int]:
-        """The process ids of the living actors (waits behind their calls in flight)."""
-        return ray.get([self._actors[a].pid.remote() for a in sorted(self._live)])
+        """The process ids of the living actors (waits behind their calls in flight, and for restarts)."""
+        return ray.get([self._actors[a].pid.options(max_task_retries=-1).remote() for a in sorted(self._live)])
 
     def map(self, fn: Callable[[Simulator, list], list], items: Iterable, batch_size: int = 1,
             progress: bool = True) -> Iterator[BatchResult]:
@@ -212,6 +216,7 @@ class SimulatorPool:
                 try:
                     results = ray.get(ref)
                 except ACTOR_FAILURES as e:
+                    self.failed_calls += 1
                     failures[start] += 1
                     if failures[start] >= self.max_batch_failures:
                         raise RuntimeError(f"the batch of items {start}..{start + len(batch) - 1} met "
@@ -263,38 +268,31 @@ class SimulatorPool:
             load[actor] += 1
 
     def _probe(self, actor: int, failure: BaseException) -> None:
-        """Take a failed actor out of service until a probe call returns (Ray queues it until the restart)."""
+        """Take a failed actor out of service until a probe call returns: Ray retries the probe
+        (max_task_retries=-1) until the restarted actor has reloaded the bundle, or fails it once the actor is
+        out of restarts. (A plain call to a restarting actor fails at once with ActorUnavailableError.)"""
         self._last_failure = failure
         if actor in self._live and actor not in self._probes.values():
-            self._probes[self._actors[actor].pid.remote()] = actor
+            self._probes[self._actors[actor].pid.options(max_task_retries=-1).remote()] = actor
 
     def _settle_probe(self, ref: ray.ObjectRef) -> None:
         actor = self._probes.pop(ref)
         try:
-            ray.get(ref)
-        except ActorDiedError as e:  # out of restarts (or its restart failed to load the bundle)
+            ray.get(ref)  # restarted: serving again
+        except ACTOR_FAILURES as e:  # out of restarts, or its restart failed (e.g. the bundle no longer loads)
             self._last_failure = e
             self._live.discard(actor)
-            return
-        except ACTOR_FAILURES as e:  # sent before Ray noticed the death; the restart is still under way
-            self._probe_failures[actor] += 1
-            if self._probe_failures[actor] >= MAX_PROBES:
-                self._live.discard(actor)
-            else:
-                self._probe(actor, e)
-            return
-        self._probe_failures[actor] = 0  # restarted and serving again
 
 
-def _check_resources(actors: int, cpus: float, gpus: float, what: str) -> None:
-    """Raise ValueError when the cluster lacks the CPUs or GPUs `actors` actors (or tasks) need at once."""
+def check_resources(actors: int, cpus: float, gpus: float, fix: str) -> None:
+    """Raise ValueError, ending with `fix`, when the cluster lacks the CPUs or GPUs that `actors` actors (or
+    tasks) need at once: Ray would leave them pending forever."""
     have = ray.cluster_resources()
     needs = {"GPU": actors * gpus, "CPU": actors * cpus}
     short = {k: (need, have.get(k, 0)) for k, need in needs.items() if need > have.get(k, 0)}
     if short:
         detail = ", ".join(f"{need:g} {k} needed, {got:g} in the cluster" for k, (need, got) in short.items())
-        raise ValueError(f"{actors} Ray actors cannot all be placed: {detail}; lower {what}, use_gpu=False for CPU "
-                         f"actors, or point RAY_ADDRESS at a larger cluster")
+        raise ValueError(f"{actors} Ray actor(s) cannot all be placed: {detail}; {fix}")
 
 
 # ---- batched work for the pool ----------------------------------------------------------------------------------
@@ -324,7 +322,10 @@ def rollout_batch(simulator: Simulator, requests: list[RolloutRequest]) -> list[
         raise ValueError(f"one batch holds requests of {len(kinds)} kinds (num_frames, seed frames or tokens, seed "
                          f"shape, actions or not): {sorted(kinds, key=str)}; batch alike requests or use batch_size=1")
     first = requests[0]
-    stack = lambda key: None if getattr(first, key) is None else np.stack([getattr(r, key) for r in requests])  # noqa: E731
+
+    def stack(key: str) -> np.ndarray | None:
+        return None if getattr(first, key) is None else np.stack([getattr(r, key) for r in requests])
+
     out = simulator.rollout(stack("frames"), first.num_frames, seeds=[r.seed for r in requests],
                             tokens=stack("tokens"), actions=stack("actions"))
     return [Rollout(frames=out.frames[i:i + 1], tokens=out.tokens[i:i + 1], surprise=out.surprise[i:i + 1],
@@ -365,7 +366,8 @@ def ingest_on_ray(bdd_root: str | os.PathLike, split: str, out: str | os.PathLik
     owns_ray = connect(address)
     try:
         if use_gpu:
-            _check_resources(1, 1, 1, "--num-workers")  # tasks queue for GPUs, but need at least one
+            check_resources(1, 1, 1, "ingest on the CPU (--device cpu) or point RAY_ADDRESS at a cluster with "
+                            "GPUs")  # tasks queue for the GPUs there are, but need one
         task = ray.remote(_ingest_shard).options(num_cpus=1, num_gpus=1 if use_gpu else 0, max_retries=max_retries)
         refs = {task.remote(bdd_root, split, out, load_encoder, (i, num_workers), ingest_kwargs): i
                 for i in range(num_workers)}

@@ -22,6 +22,8 @@ n' ids per frame in the WM sequence, K codebook size, P prompt length.
 
 from __future__ import annotations
 
+import contextlib
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,7 +32,7 @@ from tqdm.auto import tqdm
 
 from .bundle import Bundle
 from .frames import postprocess, preprocess
-from .metrics import surprise, token_log_probs
+from .metrics import sliding_windows, surprise, teacher_forced_surprise, token_log_probs
 from .models.world_model import KVCache, frame_ids
 from .sampling import sample_top_k
 
@@ -118,6 +120,8 @@ class Simulator:
         self.prompt_ids = torch.tensor(bundle.prompt_ids, device=self.device)
         self.max_len = len(self.prompt_ids) + context_frames * bundle.frame_length
         self._prompt_kv = None
+        self.profile = False  # True: `timings` accumulates the seconds of each stage (synchronising the device)
+        self.timings: dict[str, float] = {}
 
     # ---- public API ------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -155,11 +159,13 @@ class Simulator:
         """Emit the next frame of every clip. `actions` (B, 2) in [-1, 1] is the ego command for the frame(s)
         generated now; with VDEC's lookahead it fully shapes the frame shown at the next step."""
         action_ids = self._step_action_ids(actions, state)
-        while len(state.ahead) <= self.lookahead:
-            state.ahead.append(self._generate_frame(state, action_ids))
+        with self.timed("world_model"):
+            while len(state.ahead) <= self.lookahead:
+                state.ahead.append(self._generate_frame(state, action_ids))
         codes, frame_surprise = state.ahead.pop(0)
         B = state.batch_size
-        frames = self._decode(state.previous[:B], codes[:B], state.ahead[0][0][:B] if self.lookahead else None)
+        with self.timed("video_decoder" if self.decoder == "video_decoder" else "tokenizer_decoder"):
+            frames = self._decode(state.previous[:B], codes[:B], state.ahead[0][0][:B] if self.lookahead else None)
         state.previous = codes
         out = StepOutput(frames=postprocess(frames), tokens=codes[:B].cpu().numpy(),
                          surprise=frame_surprise[:B].float().cpu().numpy(), frame_index=state.next_frame_index)
@@ -212,6 +218,85 @@ class Simulator:
         dev, dtype = next(tok.parameters()).device, next(tok.parameters()).dtype
         codes = [tok.encode(x[i:i + batch_size].to(dev, dtype)) for i in range(0, len(x), batch_size)]
         return torch.cat(codes).to(self.device).reshape(*lead, self.grid, self.grid)
+
+    @torch.inference_mode()
+    def score(self, tokens, speed_mps=None, yaw_rate_rps=None, *, stride: int | None = None, batch_size: int = 8,
+              progress: bool = False) -> list[np.ndarray]:
+        """Teacher-forced surprise of real clips: per frame, the mean -log p(code | prompt, frames before it) that
+        `step` reports for a generated frame (`metrics.teacher_forced_surprise`), here for the codes the clip has.
+
+        A clip is scored in windows of `context_frames` frames every `stride` frames (`metrics.sliding_windows`;
+        default stride: the engine's slide, half the window), so every frame from the T-th on is scored once, with
+        T = 2 or more frames of context and never more than the WM was trained on. The first T frames get NaN. The
+        windows of all clips are batched, `batch_size` at a time.
+
+        Args:
+            tokens: clips of codes, each (F_i, h, w), of any lengths; or one array (B, F, h, w).
+            speed_mps, yaw_rate_rps: ego motion of each clip, (F_i,) in m/s and rad/s, NaN where unknown (the token
+                store's arrays). Action-conditioned bundles put each frame's ego ids before its codes as training does
+                (`ActionCoding.vision_ids`), or the "unknown" ids without ego motion; other bundles ignore it.
+        Returns:
+            one float32 array (F_i,) per clip: nats per code, NaN for the first T frames.
+        Raises:
+            ValueError: codes not on the tokenizer's grid or outside [0, K), ego motion of the wrong length or only one
+                of speed and yaw rate, a stride outside [1, context_frames - T], batch_size < 1.
+        """
+        stride = self.context_frames // 2 if stride is None else stride
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be at least 1")
+        if (speed_mps is None) != (yaw_rate_rps is None):
+            raise ValueError("pass both speed_mps and yaw_rate_rps (NaN where unknown), or neither")
+        clips = [c.long() if torch.is_tensor(c) else torch.from_numpy(np.asarray(c, dtype=np.int64)) for c in tokens]
+        K = self.wm.config.codebook_size
+        for i, c in enumerate(clips):
+            if c.ndim != 3 or c.shape[1:] != (self.grid, self.grid):
+                raise ValueError(f"clip {i}: codes must be (F, {self.grid}, {self.grid}), got {tuple(c.shape)}")
+            if len(c) and (c.min() < 0 or c.max() >= K):
+                raise ValueError(f"clip {i}: codes must be in [0, {K}), got values in [{c.min()}, {c.max()}]")
+        ego = None
+        if speed_mps is not None and self.bundle.action_conditioned:
+            coding = self.bundle.action_coding
+            if not len(speed_mps) == len(yaw_rate_rps) == len(clips):
+                raise ValueError(f"ego motion of {len(speed_mps)} and {len(yaw_rate_rps)} clips for {len(clips)} clips")
+            ego = [torch.from_numpy(coding.vision_ids(s, y)) for s, y in zip(speed_mps, yaw_rate_rps)]
+            for i, (c, e) in enumerate(zip(clips, ego)):
+                if e.shape != (len(c), 2):
+                    raise ValueError(f"clip {i}: {len(c)} frames but ego motion of shape {tuple(e.shape[:-1])}")
+        by_length: dict[int, list[tuple[int, int, int, int]]] = {}  # windows of one length batch together
+        for i, c in enumerate(clips):
+            for start, stop, first in sliding_windows(len(c), self.context_frames, stride, MIN_SEED_FRAMES):
+                by_length.setdefault(stop - start, []).append((i, start, stop, first))
+        out = [np.full(len(c), np.nan, np.float32) for c in clips]
+        bar = tqdm(total=sum(map(len, by_length.values())), desc="score", unit="window", disable=not progress)
+        for windows in by_length.values():
+            for k in range(0, len(windows), batch_size):
+                batch = windows[k:k + batch_size]
+                codes = torch.stack([clips[i][a:b] for i, a, b, _ in batch]).to(self.device)  # (b, F, h, w)
+                ids = None if ego is None else torch.stack([ego[i][a:b] for i, a, b, _ in batch]).to(self.device)
+                frames = self._frame_ids(codes, ids)  # (b, F, n')
+                values = teacher_forced_surprise(self.wm, self.prompt_ids, frames, self.n).cpu().numpy()  # (b, F)
+                for (i, a, b, first), v in zip(batch, values):
+                    out[i][first:b] = v[first - a:]
+                bar.update(len(batch))
+        bar.close()
+        return out
+
+    @contextlib.contextmanager
+    def timed(self, stage: str):
+        """Add the block's seconds to `timings[stage]` when profiling; the device is synchronised at both ends so
+        that asynchronous CUDA work is charged to the stage that queued it."""
+        if not self.profile:
+            yield
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - started
 
     # ---- the WM loop -----------------------------------------------------------------------------
     @torch.inference_mode()

@@ -34,11 +34,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import (CATEGORIES, GROUND_TRUTH, PSEUDO_DIR, SLICE_KEYS, ScenarioDataset, atomic_write_text, box, clip_dir,
-                      safe_name, write_frame_labels, write_label_exports)
+from .dataset import (CATEGORIES, GROUND_TRUTH, PSEUDO_DIR, SLICE_KEYS, ScenarioDataset, atomic_write_text, box,
+                      clip_dir, safe_name, write_frame_labels, write_label_exports)
 
 EXAMPLE_DETECTOR = "openvica_sim.scenarios.examples.color_detector:detect"
 SLICES = (*SLICE_KEYS, "surprise_decile")  # clips.parquet columns the metrics are sliced by
+SLICE_TITLES = {"weather": "weather", "timeofday": "time of day", "scene": "scene",
+                "surprise_decile": "surprise decile"}
 BOX_KEYS = ("x1", "y1", "x2", "y2")
 METRICS_FILE, REPORT_FILE = "metrics.json", "report.md"
 PLOTS = {  # <name>.png in the report folder: what it shows (report.md's captions)
@@ -197,11 +199,13 @@ def run_test(dataset_dir: str | os.PathLike, detector: str | Callable, out: str 
     for row in rows:
         write_frame_labels(clip_dir(dataset.path, row["clip_id"]) / PSEUDO_DIR / f"{safe_name(name)}.json",
                            dict(enumerate(labels[row["clip_id"]])))
+    # labels/ holds the selected clips, as the generator writes it; with --all the other clips' pseudo-labels
+    # stay in their clip folders only
     write_label_exports(dataset.path, [r for r in dataset.clips if r["selected"]],
                         int(dataset.manifest.get("frame_size", 256)))
 
-    clips = [ClipDetections(row, [[b for b in frame if b["score"] >= settings.min_score] for frame in labels[row["clip_id"]]])
-             for row in rows]
+    clips = [ClipDetections(row, [[b for b in frame if b["score"] >= settings.min_score]
+                                  for frame in labels[row["clip_id"]]]) for row in rows]
     metrics = compute_metrics(dataset, clips, settings)
     metrics = {"detector": name, "dataset": str(dataset.path), "report": str(out),
                "settings": dataclasses.asdict(settings), **metrics}
@@ -239,7 +243,7 @@ def load_detector(name: str) -> Callable:
                          + (f"did you mean {close}?" if close else f"its callables are {public}"))
     detect = getattr(module, attr)
     if not callable(detect):
-        raise TypeError(f"detector {name!r}: {attr!r} is a {type(detect).__name__}, not a function")
+        raise TypeError(f"detector {name!r}: {attr!r} is of type {type(detect).__name__!r}, not a function")
     return detect
 
 
@@ -247,30 +251,30 @@ class DetectorOutputError(ValueError):
     """A detector's output breaks the interface of DESIGN.md "Scenarios"; the message says where and how."""
 
 
-def check_detections(output, frames: Sequence[str], name: str) -> list[list[dict]]:
+def check_detections(output, where: Sequence[str], name: str) -> list[list[dict]]:
     """Validate one batch of detector output and return it as pseudo-labels (`dataset.box`, provenance
-    "pseudo:<name>"); `frames` names the batch's frames for messages ("clip <id> frame <i>").
+    "pseudo:<name>"); `where` names the batch's frames for messages ("clip <id> frame <i>").
 
     Raises:
         DetectorOutputError: not one list per frame, a detection that is not a dict, a missing key, a category
             outside CATEGORIES, a coordinate or score that is not a finite number, or x2 < x1 or y2 < y1.
     """
-    where = f"detector {name!r}"
+    who = f"detector {name!r}"
     if isinstance(output, (str, bytes, Mapping)) or not isinstance(output, Sequence):
-        raise DetectorOutputError(f"{where} returned a {type(output).__name__}; it must return a list with one "
-                                  f"list of detections per frame ({len(frames)} frames in this batch)")
-    if len(output) != len(frames):
-        raise DetectorOutputError(f"{where} returned {len(output)} results for a batch of {len(frames)} frames; it "
+        raise DetectorOutputError(f"{who} returned a {type(output).__name__}; it must return a list with one "
+                                  f"list of detections per frame ({len(where)} frames in this batch)")
+    if len(output) != len(where):
+        raise DetectorOutputError(f"{who} returned {len(output)} results for a batch of {len(where)} frames; it "
                                   f"must return one list of detections per frame, [] for a frame without any")
     provenance = f"pseudo:{name}"
     labels = []
-    for frame, detections in zip(frames, output):
+    for frame, detections in zip(where, output):
         if isinstance(detections, (str, bytes, Mapping)) or not isinstance(detections, Sequence):
-            raise DetectorOutputError(f"{where}, {frame}: got a {type(detections).__name__} for the frame; each "
+            raise DetectorOutputError(f"{who}, {frame}: got a {type(detections).__name__} for the frame; each "
                                       f"frame's result must be a list of detection dicts")
         frame_labels = []
         for k, d in enumerate(detections):
-            at = f"{where}, {frame}, detection {k}"
+            at = f"{who}, {frame}, detection {k}"
             if not isinstance(d, Mapping):
                 raise DetectorOutputError(f"{at}: a {type(d).__name__}, not a dict "
                                           f"{{'category', 'box2d': {{'x1', 'y1', 'x2', 'y2'}}, 'score'}}")
@@ -291,9 +295,10 @@ def check_detections(output, frames: Sequence[str], name: str) -> list[list[dict
                 if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
                     raise DetectorOutputError(f"{at}: {key}={value!r} must be a finite number")
             x1, y1, x2, y2 = (float(box2d[key]) for key in BOX_KEYS)
-            if x2 < x1 or y2 < y1:
-                raise DetectorOutputError(f"{at}: box2d {box2d!r} has x2 < x1 or y2 < y1; boxes are (x1, y1) top "
-                                          f"left and (x2, y2) bottom right, in pixels")
+            for low, high, a, b in (("x1", "x2", x1, x2), ("y1", "y2", y1, y2)):
+                if b < a:
+                    raise DetectorOutputError(f"{at}: {high}={b} < {low}={a}; boxes are (x1, y1) top left and "
+                                              f"(x2, y2) bottom right, in pixels")
             frame_labels.append(box(category, x1, y1, x2, y2, provenance, float(d["score"])))
         labels.append(frame_labels)
     return labels
@@ -311,7 +316,7 @@ def detect_clips(dataset: ScenarioDataset, rows: list[dict], detect: Callable, n
     labels = {row["clip_id"]: [] for row in rows}
     batch, keys = [], []
 
-    def flush():
+    def flush(bar):
         if batch:
             output = detect(np.stack(batch))  # (B, H, W, 3)
             checked = check_detections(output, [f"clip {c} frame {i}" for c, i in keys], name)
@@ -321,17 +326,17 @@ def detect_clips(dataset: ScenarioDataset, rows: list[dict], detect: Callable, n
             batch.clear()
             keys.clear()
 
-    with tqdm(total=sum(r["num_frames"] for r in rows), desc=f"detect {name}", unit="frame",
+    with tqdm(total=sum(r["num_frames"] for r in rows), desc="detect", unit="frame",
               disable=not progress) as bar:
         for row in rows:
             for i, frame in enumerate(dataset.frames(row["clip_id"])):
                 if batch and frame.shape != batch[0].shape:
-                    flush()
+                    flush(bar)
                 batch.append(frame)
                 keys.append((row["clip_id"], i))
                 if len(batch) == batch_size:
-                    flush()
-        flush()
+                    flush(bar)
+        flush(bar)
     return labels
 
 
@@ -430,7 +435,8 @@ def _clip_counts(dataset: ScenarioDataset, clip: ClipDetections, iou_threshold: 
     return c
 
 
-def _add_branch_agreement(clips: list[ClipDetections], counts: dict[str, ClipCounts], settings: HarnessSettings) -> list[dict]:
+def _add_branch_agreement(clips: list[ClipDetections], counts: dict[str, ClipCounts],
+                          settings: HarnessSettings) -> list[dict]:
     """Add each clip's F1 against its sibling branches on its first `agreement_frames` generated frames to its
     counts, and return the mean F1 per generated frame over the whole horizon: [{generated_frame, f1, pairs}].
 
@@ -484,7 +490,8 @@ def _slice_order(value: str):
 
 
 def _callable_name(detect: Callable) -> str:
-    return f"{getattr(detect, '__module__', None) or 'detector'}:{getattr(detect, '__qualname__', type(detect).__name__)}"
+    module = getattr(detect, "__module__", None) or "detector"
+    return f"{module}:{getattr(detect, '__qualname__', type(detect).__name__)}"
 
 
 def _module_from_file(path: Path, name: str):
@@ -533,12 +540,13 @@ def _report_markdown(m: dict) -> str:
         num, den = c[metric.numerator], c[metric.denominator]
         num = f"{num:.2f}" if isinstance(num, float) else num
         lines.append(f"| {metric.label} | {_fmt(m['overall'][name])} | {num} / {den} | {metric.meaning} |")
-    lines += ["", "## Detections per frame index", "", f"![{PLOTS['detections_per_frame']}](detections_per_frame.png)", "",
+    lines += ["", "## Detections per frame index", "",
+              f"![{PLOTS['detections_per_frame']}](detections_per_frame.png)", "",
               "Real seed frames against the world model's frames: a detector that finds far fewer (or far more) "
               "boxes on generated frames sees them differently, whatever the cause.", ""]
     columns = ["clips", "frames", *METRICS]
     for key in m["slices"]:
-        lines += [f"## By {key.replace('_', ' ')}", "",
+        lines += [f"## By {SLICE_TITLES[key]}", "",
                   f"| {key} | " + " | ".join(METRICS[k].label if k in METRICS else k for k in columns) + " |",
                   "|---" * (len(columns) + 1) + "|"]
         for value, row in m["slices"][key].items():
@@ -554,10 +562,16 @@ def _report_markdown(m: dict) -> str:
 
 def _plot_all(out: Path, m: dict, clips: list[ClipDetections]) -> None:
     # The object-oriented API with an Agg canvas: no pyplot, so no global backend switch in the caller's process.
+    # Fixed margins, not layout="constrained": that lays every figure out by drawing it once more (2x the time).
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     from openvica_sim.video_io import PREDICTED_COLOR, SEED_COLOR
+
+    def figure(width_in: float, left: float = 0.1, wspace: float = 0.2) -> Figure:
+        fig = Figure(figsize=(width_in, 3.5))
+        fig.subplots_adjust(left=left, right=0.97, bottom=0.17, top=0.9, wspace=wspace)
+        return fig
 
     seed_colour, generated_colour = (tuple(v / 255 for v in c) for c in (SEED_COLOR, PREDICTED_COLOR))
 
@@ -566,7 +580,7 @@ def _plot_all(out: Path, m: dict, clips: list[ClipDetections]) -> None:
         fig.savefig(out / f"{name}.png", dpi=100)
 
     # detections per frame index
-    fig = Figure(figsize=(7, 3.5), layout="constrained")
+    fig = figure(7)
     ax = fig.add_subplot()
     for kind, colour in (("seed", seed_colour), ("generated", generated_colour)):
         rows = [r for r in m["by_frame_index"] if r["kind"] == kind]
@@ -576,7 +590,10 @@ def _plot_all(out: Path, m: dict, clips: list[ClipDetections]) -> None:
     save(fig, "detections_per_frame")
 
     # temporal consistency per slice
-    fig = Figure(figsize=(4 * len(SLICES), 3.5), layout="constrained")
+    fig = figure(4 * len(SLICES), left=0.08, wspace=0.6)
+    shares = [row[metric] or 0 for key in SLICES for row in m["slices"][key].values()
+              for metric in ("temporal_unmatched_share", "class_flip_share")]
+    top = max(0.1, 1.15 * max(shares, default=0))  # one scale for all panels, so slices compare at a glance
     for k, key in enumerate(SLICES):
         ax = fig.add_subplot(1, len(SLICES), k + 1)
         values = list(m["slices"][key])
@@ -586,30 +603,34 @@ def _plot_all(out: Path, m: dict, clips: list[ClipDetections]) -> None:
             ax.barh(y + 0.4 * offset, [m["slices"][key][v][metric] or 0 for v in values], height=0.4, color=colour,
                     label=METRICS[metric].label)
         ax.set_yticks(y + 0.2, values)
-        ax.set(xlim=(0, 1), title=key.replace("_", " "))
+        ax.set(xlim=(0, top), title=SLICE_TITLES[key])
     fig.axes[0].legend(loc="lower right", fontsize="small")
     save(fig, "temporal_consistency")
 
     # by surprise decile
-    fig = Figure(figsize=(10, 3.5), layout="constrained")
+    fig = figure(10, wspace=0.25)
     deciles = m["slices"]["surprise_decile"]
-    x = [v for v in deciles if v != "unknown"]
+    known = [v for v in deciles if v != "unknown"]
+
+    def line(ax, metric, **style):
+        values = [deciles[v][metric] for v in known]
+        ax.plot([int(v) for v in known], [np.nan if v is None else v for v in values], "o-",
+                label=METRICS[metric].label, **style)
+
     left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    for metric, colour in (("detections_per_seed_frame", seed_colour),
-                           ("detections_per_generated_frame", generated_colour)):
-        left.plot(x, [deciles[v][metric] if deciles[v][metric] is not None else np.nan for v in x], "o-",
-                  color=colour, label=METRICS[metric].label)
-    left.set(xlabel="surprise decile", ylabel="mean detections per frame")
-    left.legend(fontsize="small")
+    line(left, "detections_per_seed_frame", color=seed_colour)
+    line(left, "detections_per_generated_frame", color=generated_colour)
+    left.set(ylabel="mean detections per frame")
     for metric in ("temporal_unmatched_share", "class_flip_share", "branch_agreement_f1", "seed_recall"):
-        right.plot(x, [deciles[v][metric] if deciles[v][metric] is not None else np.nan for v in x], "o-",
-                   label=METRICS[metric].label)
-    right.set(xlabel="surprise decile", ylim=(-0.05, 1.05))
-    right.legend(fontsize="small")
+        line(right, metric)
+    right.set(ylim=(-0.05, 1.05))
+    for ax in (left, right):
+        ax.set(xlabel="surprise decile (0: least surprising)", xticks=range(10), xlim=(-0.5, 9.5))
+        ax.legend(fontsize="small")
     save(fig, "surprise_deciles")
 
     # branch agreement over the horizon
-    fig = Figure(figsize=(7, 3.5), layout="constrained")
+    fig = figure(7)
     ax = fig.add_subplot()
     curve = m["branch_agreement_by_generated_frame"]
     if curve:
@@ -619,11 +640,12 @@ def _plot_all(out: Path, m: dict, clips: list[ClipDetections]) -> None:
     else:
         ax.text(0.5, 0.5, "no fork with two or more branches among the tested clips", ha="center",
                 transform=ax.transAxes)
-    ax.set(xlabel="generated frame (0 = first)", ylabel="mean F1 between branches", ylim=(-0.05, 1.05))
+    ax.set(xlabel="generated frame (0 = first)", ylabel="mean F1 between branches", ylim=(-0.05, 1.05),
+           xticks=[r["generated_frame"] for r in curve])
     save(fig, "branch_agreement")
 
     # scores
-    fig = Figure(figsize=(7, 3.5), layout="constrained")
+    fig = figure(7)
     ax = fig.add_subplot()
     for kind, colour in (("seed", seed_colour), ("generated", generated_colour)):
         scores = [b["score"] for c in clips for i, frame in enumerate(c.labels) for b in frame

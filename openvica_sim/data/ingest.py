@@ -149,8 +149,8 @@ def ingest(bdd_root: str | os.PathLike, split: str, out: str | os.PathLike, bund
 def _labelled_frames(video, camera_hw: tuple[int, int], num_frames: int, fps: float, size: int) -> list[dict]:
     """The video's ground-truth boxes as store frames: [{"frame": k, "boxes": [{category, box2d}]}], boxes in the
     pixels of the model's size x size view (`frames.boxes_to_model_view`), on the store frame nearest the labelled
-    time (BDD100K labels one frame, at 10 s); [] when unlabelled or when that time lies past the clip."""
-    if not video.labels or video.label_time_s is None:
+    time (BDD100K labels one frame, at 10 s); [] when the video has no label record or that time lies past the clip."""
+    if video.label_time_s is None:  # no label record (a frame labelled with no objects still counts)
         return []
     frame = int(round(video.label_time_s * fps))
     if frame >= num_frames or abs(frame / fps - video.label_time_s) > 0.5 / fps:

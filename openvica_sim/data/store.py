@@ -199,7 +199,9 @@ class TokenStore:
     def __contains__(self, clip_id: str) -> bool:
         return clip_id in self._by_id
 
-    def clip(self, clip_id: str) -> dict:
+    def clip(self, clip_id: str, keys: tuple[str, ...] | None = None) -> dict:
+        """One clip's arrays and index entry; only the arrays named in `keys` when given (a clip's frames are ~31 MB:
+        a reader of tokens should not pay for them)."""
         if clip_id not in self._by_id:
             import difflib
 
@@ -210,5 +212,5 @@ class TokenStore:
         if group is None:
             group = self._groups[entry["part"]] = zarr.open_group(self.path / PARTS / entry["part"], mode="r")
         rows = slice(entry["start"], entry["stop"])
-        out = {key: group[key][rows] for key in ("tokens", *PER_FRAME, "frames") if key in group}
+        out = {key: group[key][rows] for key in keys or ("tokens", *PER_FRAME, "frames") if key in group}
         return {**out, **entry}

@@ -106,7 +106,7 @@ def _road_colours(pixels: np.ndarray) -> np.ndarray:
     road = np.empty((len(pixels), 3))
     colour = np.median(pixels[-1], axis=0)
     for y in range(len(pixels) - 1, -1, -1):
-        near = (np.abs(pixels[y] - colour) < 0.5 * CONTRAST).all(axis=-1)  # (W,); the haze moves it less per row
+        near = (np.abs(pixels[y] - colour) < 0.5 * CONTRAST).all(axis=-1)  # (W,); the haze moves it less than this per row
         if near.any():
             colour = np.median(pixels[y][near], axis=0)
         road[y] = colour
@@ -135,15 +135,12 @@ def _components(mask: np.ndarray) -> list[tuple[int, int, int, int, int]]:
             i = parent[i]
         return i
 
-    above_first = above_end = 0  # the runs of the previous row: indices [above_first, above_end)
+    row_start = above_start = 0  # first run of the current row, and of the row before it
     for i in range(len(rows)):
-        if i == 0 or rows[i] != rows[i - 1]:
-            first_of_row = i
-            if i > 0 and rows[i - 1] == rows[i] - 1:
-                above_first, above_end = _row_span(rows, i - 1)
-            else:
-                above_first = above_end = first_of_row  # no runs right above
-        for j in range(above_first, above_end):
+        if i > 0 and rows[i] != rows[i - 1]:
+            above_start, row_start = row_start, i
+        touching_row = row_start > 0 and rows[row_start - 1] == rows[i] - 1
+        for j in range(above_start, row_start) if touching_row else ():
             if starts[j] <= ends[i] and ends[j] >= starts[i]:  # touching, diagonals included
                 parent[root(j)] = root(i)
     found: dict[int, list[int]] = {}
@@ -155,11 +152,3 @@ def _components(mask: np.ndarray) -> list[tuple[int, int, int, int, int]]:
         c = found[r]
         c[0], c[1], c[2], c[3], c[4] = min(c[0], y), min(c[1], a), max(c[2], y + 1), max(c[3], b), c[4] + b - a
     return [tuple(c) for c in found.values()]
-
-
-def _row_span(rows: np.ndarray, last: int) -> tuple[int, int]:
-    """[first, last + 1) indices of the runs in the same row as run `last`."""
-    first = last
-    while first > 0 and rows[first - 1] == rows[last]:
-        first -= 1
-    return first, last + 1

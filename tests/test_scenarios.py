@@ -1,0 +1,261 @@
+"""Scenario datasets: specs, the seed query, branching, batch and resume invariance, replay, the exported files."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from openvica_sim.scenarios import dataset as ds
+from openvica_sim.scenarios.seeds import SeedInfo, open_seeds, select
+from openvica_sim.scenarios.spec import load_spec, packaged_specs, spec_from_dict
+
+TINY = ["~seeds.where", "seeds.limit=2", "fork.branches=2", "horizon=3"]  # 2 seed clips x 2 branches x 3 frames
+
+
+@pytest.fixture(scope="module")
+def scenario_inputs(tmp_path_factory, test_bundle):
+    """A saved test bundle and a token store of 3 synthetic 2 s drives (labelled at 1.5 s, store frame 6)."""
+    from openvica_sim.bundle import save_bundle
+    from openvica_sim.data.bdd_layout import write_bdd100k
+    from openvica_sim.data.ingest import ingest
+
+    root = tmp_path_factory.mktemp("scenario-inputs")
+    bundle = save_bundle(test_bundle, root / "bundle")
+    write_bdd100k(root / "bdd", "train", num_videos=3, seconds=2.0, seed=3)
+    ingest(root / "bdd", "train", root / "store.zarr", test_bundle, progress=False)
+    return {"bundle": bundle, "store": root / "store.zarr"}
+
+
+def generate(inputs, out, *overrides, spec="night-rain"):
+    from openvica_sim.scenarios.generate import generate as run
+
+    return run(load_spec(spec, [*TINY, *overrides]), out, bundle=inputs["bundle"], seeds=inputs["store"],
+               progress=False)
+
+
+@pytest.fixture(scope="module")
+def dataset(scenario_inputs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("scenario") / "night-rain"
+    summary = generate(scenario_inputs, out, "batch_size=4")
+    return out, summary
+
+
+def all_tokens(root) -> dict[str, np.ndarray]:
+    return {c: np.load(ds.clip_dir(root, c) / "tokens.npy") for c in ds.committed_clip_ids(root)}
+
+
+# ---- specs --------------------------------------------------------------------------------------------------------
+
+def test_every_packaged_spec_loads_and_at_least_five_ship():
+    names = packaged_specs()
+    assert len(names) >= 5 and {"night-rain", "fog", "snow", "hard-brake", "most-surprising"} <= set(names)
+    for name in names:
+        assert load_spec(name).name == name
+
+
+def test_fields_are_overridable_on_the_command_line():
+    spec = load_spec("night-rain", ["fork.branches=3", "sampling.top_k=50", "ego.program=brake", "seeds.limit=7"])
+    assert (spec.fork.branches, spec.sampling.top_k, spec.ego.program, spec.seeds.limit) == (3, 50, "brake", 7)
+
+
+@pytest.mark.parametrize("override, field", [
+    ("+colour=red", "colour: unknown field"),
+    ("seeds.where.weather=[]", "seeds.where.weather=[] selects nothing"),
+    ("horizon=-2", "horizon=-2 must be an integer >= 1"),
+    ("ego.program=brak", "did you mean 'brake'"),
+    ("seeds.speed_mps=[10,5]", "seeds.speed_mps=[10, 5]: min > max"),
+])
+def test_invalid_specs_fail_with_a_message_naming_the_field(override, field):
+    with pytest.raises(ValueError, match="invalid scenario spec") as e:
+        load_spec("night-rain", [override])
+    assert field in str(e.value)
+
+
+def test_a_spec_file_of_ones_own_needs_only_the_fields_it_changes(tmp_path):
+    (tmp_path / "mine.yaml").write_text("name: mine\nhorizon: 5\nseeds: {where: {weather: [snowy]}}\n")
+    spec = load_spec(str(tmp_path / "mine.yaml"), ["fork.branches=2"])
+    assert (spec.name, spec.horizon, spec.fork.branches, spec.seeds.where) == ("mine", 5, 2, {"weather": ["snowy"]})
+
+
+def test_the_hash_covers_the_samples_content_not_the_name_selection_or_batch_size():
+    base = load_spec("night-rain")
+    same = load_spec("night-rain", ["name=other", "select.by=surprise", "select.fraction=0.5", "batch_size=1"])
+    assert same.hash == base.hash
+    assert load_spec("night-rain", ["sampling.temperature=0.5"]).hash != base.hash
+    assert load_spec("night-rain", ["fork.branches=2"]).hash != base.hash
+
+
+# ---- the seed query -----------------------------------------------------------------------------------------------
+
+def _info(clip_id, weather, speed, num_frames=20, labelled=()):
+    return SeedInfo(clip_id, {"weather": weather, "timeofday": "night", "scene": "highway"}, num_frames,
+                    np.full(num_frames, speed, np.float32), np.zeros(num_frames, np.float32), list(labelled))
+
+
+def test_a_seed_query_selects_exactly_the_clips_whose_attributes_and_ego_motion_match():
+    clips = [_info("d", "rainy", 12.0), _info("a", "rainy", 3.0), _info("c", "snowy", 20.0),
+             _info("b", "rainy", 25.0), _info("e", "rainy", float("nan")), _info("f", "rainy", 15.0, num_frames=1)]
+    spec = spec_from_dict({"seeds": {"where": {"weather": ["rainy"]}, "speed_mps": [10, None]}})
+    assert [m.clip_id for m in select(clips, spec)] == ["b", "d"]  # by id; unknown speed and too-short clips fail
+    assert [m.clip_id for m in select(clips, spec_from_dict({"seeds": {"limit": 2}}))] == ["a", "b"]
+
+
+def test_fork_at_the_labelled_frame_makes_it_the_last_seed_frame():
+    clips = [_info("x", "rainy", 10.0, labelled=[8]), _info("y", "rainy", 10.0)]
+    matches = select(clips, spec_from_dict({"fork": {"at": "labelled", "seed_frames": 3}}))
+    assert [(m.clip_id, m.fork_frame) for m in matches] == [("x", 6)]
+
+
+def test_the_query_over_a_token_store_reads_the_stores_attributes(scenario_inputs):
+    from openvica_sim.data.store import TokenStore
+
+    store = TokenStore(scenario_inputs["store"])
+    night = sorted(c["clip_id"] for c in store.clips if c["attributes"]["timeofday"] == "night")
+    spec = spec_from_dict({"seeds": {"where": {"timeofday": ["night"]}}})
+    assert [m.clip_id for m in select(open_seeds(scenario_inputs["store"]).clips(), spec)] == night
+
+
+# ---- generation ---------------------------------------------------------------------------------------------------
+
+def test_branches_of_one_seed_differ_and_share_its_seed_frames(dataset):
+    out, summary = dataset
+    assert summary["samples"] == 4 and summary["selected"] == 4
+    tokens = all_tokens(out)
+    parents = sorted({c.rsplit("-b", 1)[0] for c in tokens})
+    assert len(parents) == 2
+    for parent in parents:
+        a, b = tokens[f"{parent}-b00"], tokens[f"{parent}-b01"]
+        np.testing.assert_array_equal(a[:2], b[:2])  # the same seed frames
+        assert not np.array_equal(a[2:], b[2:])  # different futures
+        assert a.shape == (5, 16, 16) and a.dtype == np.uint16
+
+
+def test_replay_regenerates_a_clip_with_identical_tokens(dataset, scenario_inputs):
+    from openvica_sim.scenarios.generate import replay
+
+    out, _ = dataset
+    clip_id = ds.committed_clip_ids(out)[-1]
+    assert replay(out, clip_id) == {"clip_id": clip_id, "identical": True, "frames_differing": []}
+
+
+def test_the_batch_size_does_not_change_the_dataset(dataset, scenario_inputs, tmp_path):
+    out, _ = dataset
+    generate(scenario_inputs, tmp_path / "one-by-one", "batch_size=1")
+    expected, got = all_tokens(out), all_tokens(tmp_path / "one-by-one")
+    assert sorted(got) == sorted(expected)
+    for clip_id in expected:
+        np.testing.assert_array_equal(got[clip_id], expected[clip_id])
+        a = ds.ScenarioDataset(out).frames(clip_id)
+        b = ds.ScenarioDataset(tmp_path / "one-by-one").frames(clip_id)
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_run_killed_mid_way_and_rerun_gives_the_uninterrupted_dataset(dataset, scenario_inputs, tmp_path):
+    out, _ = dataset
+    killed = tmp_path / "killed"
+    command = [sys.executable, "-m", "openvica_sim.scenarios.generate", "--spec", "night-rain", "--out", str(killed),
+               "--bundle", str(scenario_inputs["bundle"]), "--seeds", str(scenario_inputs["store"]), *TINY,
+               "batch_size=1"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while not ds.committed_clip_ids(killed) and time.time() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait()
+    committed = ds.committed_clip_ids(killed)
+    assert 1 <= len(committed) < 4, committed  # killed after the first clip, before the last
+    assert not (killed / ds.CLIPS_TABLE).exists()
+
+    generate(scenario_inputs, killed, "batch_size=1")
+    assert not list((killed / ds.CLIPS_DIR).glob(f"{ds.TMP_PREFIX}*"))
+    expected, got = all_tokens(out), all_tokens(killed)
+    assert sorted(got) == sorted(expected)
+    for clip_id in expected:
+        np.testing.assert_array_equal(got[clip_id], expected[clip_id])
+    assert len(ds.ScenarioDataset(killed)) == 4  # every clip once
+
+
+def test_the_dataset_reads_with_pyarrow_pycocotools_and_the_bdd100k_layout(dataset):
+    import pyarrow.parquet as pq
+    from pycocotools.coco import COCO
+
+    out, _ = dataset
+    table = pq.read_table(out / ds.CLIPS_TABLE)
+    assert table.num_rows == 4 and set(ds.COLUMNS) <= set(table.column_names)
+    row = table.to_pylist()[0]
+    assert len(row["surprise"]) == 3 and row["num_frames"] == 5 and row["status"].startswith(("ok", "flagged"))
+    coco = COCO(str(out / ds.LABELS_DIR / "coco.json"))
+    assert len(coco.getImgIds()) == 4 * 5 and len(coco.loadCats(coco.getCatIds())) == len(ds.CATEGORIES)
+    det = json.loads((out / ds.LABELS_DIR / "det.json").read_text())
+    assert {"name", "videoName", "frameIndex", "attributes", "labels"} <= set(det[0])
+    assert set(det[0]["attributes"]) == set(ds.SLICE_KEYS)
+    manifest = json.loads((out / ds.MANIFEST).read_text())
+    assert manifest["status"] == "complete" and manifest["spec_hash"] == load_spec("night-rain", TINY).hash
+    assert set(manifest["bundle"]["hashes"]) == {"tokenizer", "world_model", "video_decoder"}
+    assert (out / ds.REVIEW_DIR / "index.html").is_file() and (out / ds.REVIEW_DIR / "surprise.png").is_file()
+    clip = ds.clip_dir(out, row["clip_id"])
+    assert len(list((clip / "frames").glob("*.jpg"))) == 5 and (clip / "video.mp4").stat().st_size > 0
+
+
+def test_seed_frames_carry_their_ground_truth_and_generated_frames_none(scenario_inputs, tmp_path):
+    from pycocotools.coco import COCO
+
+    from openvica_sim.data.store import TokenStore
+
+    out = tmp_path / "labelled"
+    generate(scenario_inputs, out, "fork.at=labelled", "fork.branches=1", "horizon=2", "seeds.limit=3")
+    coco = COCO(str(out / ds.LABELS_DIR / "coco.json"))
+    images = {i["id"]: i for i in coco.loadImgs(coco.getImgIds())}
+    annotations = coco.loadAnns(coco.getAnnIds())
+    in_store = sum(len(entry["boxes"]) for c in TokenStore(scenario_inputs["store"]).clips for entry in c["labels"])
+    assert len(annotations) == in_store > 0  # every box of every labelled frame, once
+    for a in annotations:
+        assert a["provenance"] == ds.GROUND_TRUTH
+        assert images[a["image_id"]]["frame_index"] == 1 and not images[a["image_id"]]["generated"]
+
+
+def test_another_spec_into_the_same_folder_is_refused(dataset, scenario_inputs):
+    out, _ = dataset
+    with pytest.raises(ValueError, match="another spec"):
+        generate(scenario_inputs, out, "sampling.temperature=0.5")
+
+
+def test_a_dry_run_counts_clips_per_slice_and_writes_nothing(scenario_inputs, tmp_path):
+    from openvica_sim.scenarios.generate import generate as run
+
+    summary = run(load_spec("night-rain", ["~seeds.where", "fork.branches=4"]), tmp_path / "dry",
+                  bundle=scenario_inputs["bundle"], seeds=scenario_inputs["store"], dry_run=True)
+    assert summary["seed_clips"] == 3 and summary["samples"] == 12 and summary["frames_to_generate"] == 12 * 14
+    assert sum(s["clips"] for s in summary["slices"]) == 3
+    assert not (tmp_path / "dry").exists()
+
+
+def test_ego_programs_are_applied_by_action_conditioned_bundles_and_recorded_otherwise(
+        dataset, scenario_inputs, action_bundle, tmp_path):
+    from openvica_sim.bundle import save_bundle
+
+    out, _ = dataset
+    actions = json.loads((ds.clip_dir(out, ds.committed_clip_ids(out)[0]) / "actions.json").read_text())
+    assert actions["program"] == "constant" and actions["applied"] is False and len(actions["speed_mps"]) == 3
+
+    inputs = {**scenario_inputs, "bundle": save_bundle(action_bundle, tmp_path / "action-bundle")}
+    generate(inputs, tmp_path / "brake", "ego.program=brake", "+ego.params.decel_mps2=8", "fork.branches=1",
+             "seeds.limit=1", "horizon=2")
+    clip = ds.clip_dir(tmp_path / "brake", ds.committed_clip_ids(tmp_path / "brake")[0])
+    actions = json.loads((clip / "actions.json").read_text())
+    assert actions["applied"] is True and actions["speed_mps"][1] == pytest.approx(actions["speed_mps"][0] - 2.0)
+
+
+def test_the_brake_program_decelerates_to_a_stop():
+    from openvica_sim.scenarios.ego import commands
+
+    speed = commands("brake", {"decel_mps2": 4.0}, 8, speed_mps=6.0, yaw_rate_rps=0.0)[:, 0]
+    np.testing.assert_allclose(speed, [5, 4, 3, 2, 1, 0, 0, 0])

@@ -1,0 +1,375 @@
+"""`openvica scenarios test` (scenarios/harness.py): a detector over a scenario dataset, its pseudo-labels and report.
+
+The dataset is drawn by hand so every number is known: 64 x 64 grey frames with solid rectangles, a detector that
+finds them by colour, 2 seed + 3 generated frames per clip.
+
+    clip         weather/time/scene        decile  frames 0 1 | 2 3 4 (generated)
+    p0-f0-b0     rainy/daytime/highway      5      car A in every frame
+    p0-f0-b1     rainy/daytime/highway      9      car A; from frame 2 a pedestrian P; from frame 3 the car jumps to B
+    p1-f0-b0     clear/night/city street    0      pedestrian P that turns into a truck at frame 3; car C from frame 2
+    p2-f0-b0     (not selected)             3      car A in every frame
+
+Seed ground truth: p0-f0-b0 has car A on frames 0 and 1 (found) and a pedestrian nobody drew (missed); p0-f0-b1 has
+car A on frame 0 (found) and a "truck" where car A is on frame 1 (missed: wrong class). Recall 3 / 5.
+"""
+
+import argparse
+import inspect
+import json
+import math
+
+import numpy as np
+import pytest
+
+from openvica_sim.scenarios import harness
+from openvica_sim.scenarios.dataset import (CLIPS_TABLE, COLUMNS, GROUND_TRUTH, MANIFEST, ScenarioDataset, box,
+                                            clip_dir, frame_name, safe_name, write_frame_labels)
+from openvica_sim.video_io import write_image
+
+SIZE = 64
+GREY = (128, 128, 128)
+RED, BLUE, GREEN = (200, 30, 30), (30, 30, 200), (30, 200, 30)
+CATEGORY = {RED: "car", BLUE: "pedestrian", GREEN: "truck"}
+SCORE = {RED: 0.9, BLUE: 0.8, GREEN: 0.7}
+A, B, C, P = (8, 30, 28, 50), (36, 36, 56, 56), (6, 4, 26, 22), (36, 6, 56, 22)  # x1, y1, x2, y2; A and B apart
+JPEG_PX = 1.0  # JPEG blurs a rectangle's edge by at most a pixel at quality 95
+
+SCENES = {  # clip id: (per frame: [(colour, box)], row fields)
+    "p0-f0-b0": ([[(RED, A)]] * 5,
+                 dict(weather="rainy", timeofday="daytime", scene="highway", surprise_decile=5, selected=True)),
+    "p0-f0-b1": ([[(RED, A)], [(RED, A)], [(RED, A), (BLUE, P)], [(RED, B), (BLUE, P)], [(RED, B), (BLUE, P)]],
+                 dict(weather="rainy", timeofday="daytime", scene="highway", surprise_decile=9, selected=True)),
+    "p1-f0-b0": ([[(BLUE, P)], [(BLUE, P)], [(BLUE, P), (RED, C)], [(GREEN, P), (RED, C)], [(GREEN, P), (RED, C)]],
+                 dict(weather="clear", timeofday="night", scene="city street", surprise_decile=0, selected=True)),
+    "p2-f0-b0": ([[(RED, A)]] * 5,
+                 dict(weather="clear", timeofday="daytime", scene="highway", surprise_decile=3, selected=False)),
+}
+SEED_GROUND_TRUTH = {
+    "p0-f0-b0": {0: [box("car", *A, GROUND_TRUTH), box("pedestrian", 40, 40, 50, 50, GROUND_TRUTH)],
+                 1: [box("car", *A, GROUND_TRUTH),
+                     box("car", 40, 40, 50, 50, "pseudo:someone-else", 0.9)],  # not ground truth: not counted
+                 2: [box("car", *A, GROUND_TRUTH)]},  # a generated frame: never ground truth, not counted
+    "p0-f0-b1": {0: [box("car", *A, GROUND_TRUTH)], 1: [box("truck", *A, GROUND_TRUTH)]},
+}
+
+
+def find_rectangles(frames: np.ndarray) -> list[list[dict]]:
+    """The test's detector: one box per colour present (red car, blue pedestrian, green truck)."""
+    out = []
+    for frame in frames.astype(np.int32):
+        found = []
+        for colour, category in CATEGORY.items():
+            ys, xs = np.nonzero(np.abs(frame - colour).sum(axis=-1) < 90)
+            if len(ys) > 20:
+                found.append({"category": category, "score": SCORE[colour],
+                              "box2d": {"x1": xs.min(), "y1": ys.min(), "x2": xs.max() + 1, "y2": ys.max() + 1}})
+        out.append(found)
+    return out
+
+
+def make_dataset(root, scenes=SCENES, ground_truth=SEED_GROUND_TRUTH):
+    """A scenario dataset in the layout of scenarios/dataset.py, written by hand; `scenes` as SCENES, each frame
+    given as its shapes (`draw`) or as an image."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = []
+    for clip_id, (frames, fields) in scenes.items():
+        parent, fork, branch = clip_id.split("-")
+        row = {"clip_id": clip_id, "parent_clip_id": parent, "fork_frame": int(fork[1:]), "branch": int(branch[1:]),
+               "sample_seed": len(rows), "attributes": json.dumps({k: fields[k] for k in ("weather", "timeofday",
+                                                                                          "scene")}),
+               "num_seed_frames": 2, "num_frames": len(frames), "ego_program": "constant", "ego_params": "{}",
+               "ego_applied": False, "surprise": [1.0] * (len(frames) - 2), "surprise_mean": 1.0, "flicker": 1.0,
+               "flicker_flag": False, "frozen_flag": False, "surprise_outlier": False, "diversity": 0.0,
+               "diversity_rank": len(rows), "status": "ok", "seconds": 0.1, **fields}
+        assert set(row) == set(COLUMNS)
+        rows.append(row)
+        folder = clip_dir(root, clip_id)
+        for i, frame in enumerate(frames):
+            image = frame if isinstance(frame, np.ndarray) else draw(frame)
+            write_image(folder / "frames" / frame_name(i), image, quality=95)
+        np.save(folder / "tokens.npy", np.zeros((len(frames), 4, 4), np.uint16))
+        (folder / "clip.json").write_text(json.dumps({k: v for k, v in row.items() if "(*)" not in COLUMNS[k]}))
+        if clip_id in ground_truth:
+            write_frame_labels(folder / "labels.json", ground_truth[clip_id])
+    pq.write_table(pa.Table.from_pylist(rows), root / CLIPS_TABLE)
+    (root / MANIFEST).write_text(json.dumps({"frame_size": image.shape[1], "spec_hash": "hand-made"}))
+    return root
+
+
+def draw(shapes: list[tuple]) -> np.ndarray:
+    """A grey SIZE x SIZE frame with solid rectangles [(colour, (x1, y1, x2, y2))]."""
+    image = np.full((SIZE, SIZE, 3), GREY, np.uint8)
+    for colour, (x1, y1, x2, y2) in shapes:
+        image[y1:y2, x1:x2] = colour
+    return image
+
+
+@pytest.fixture(scope="module")
+def tested(tmp_path_factory):
+    """The hand-made dataset after `run_test` with the defaults: (dataset folder, metrics)."""
+    root = make_dataset(tmp_path_factory.mktemp("scenarios"))
+    return root, harness.run_test(root, find_rectangles, progress=False)
+
+
+@pytest.fixture(scope="module")
+def tested_with_options(tmp_path_factory):
+    """The same after `run_test` on every clip (the unselected one too), counting only boxes scored >= 0.85."""
+    root = make_dataset(tmp_path_factory.mktemp("scenarios"))
+    return root, harness.run_test(root, find_rectangles, include_unselected=True, min_score=0.85, progress=False)
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    return make_dataset(tmp_path / "dataset")
+
+
+def test_detector_boxes_are_stored_as_pseudo_labels_with_provenance_and_score(tested):
+    root, m = tested
+    labels = ScenarioDataset(root).pseudo_labels("p1-f0-b0", m["detector"])
+    assert sorted(labels) == [0, 1, 2, 3, 4]
+    found = sorted((b["category"], b["score"], b["provenance"]) for b in labels[3])
+    assert found == [("car", 0.9, f"pseudo:{m['detector']}"), ("truck", 0.7, f"pseudo:{m['detector']}")]
+    truck = next(b for b in labels[3] if b["category"] == "truck")
+    assert [truck["box2d"][k] for k in ("x1", "y1", "x2", "y2")] == pytest.approx(P, abs=JPEG_PX)
+
+
+def test_pseudo_labels_are_named_after_the_detector(tested):
+    root, m = tested
+    assert m["detector"] == f"{find_rectangles.__module__}:find_rectangles"
+    assert (clip_dir(root, "p0-f0-b0") / "pseudo" / f"{safe_name(m['detector'])}.json").is_file()
+
+
+def test_unselected_clips_are_left_out_by_default(tested):
+    root, m = tested
+    assert m["clips"] == 3 and m["frames"] == 15
+    assert not (clip_dir(root, "p2-f0-b0") / "pseudo").exists()
+
+
+def test_unselected_clips_are_tested_when_asked(tested_with_options):
+    root, m = tested_with_options
+    assert m["clips"] == 4
+    assert ScenarioDataset(root).pseudo_labels("p2-f0-b0", m["detector"])[4][0]["category"] == "car"
+
+
+def test_detections_per_frame_are_counted_on_seed_and_generated_frames(tested):
+    _, m = tested
+    overall = m["overall"]
+    assert overall["detections_per_frame"] == pytest.approx(21 / 15)
+    assert overall["detections_per_seed_frame"] == pytest.approx(6 / 6)
+    assert overall["detections_per_generated_frame"] == pytest.approx(15 / 9)
+    assert [(r["frame_index"], r["kind"], r["frames"]) for r in m["by_frame_index"]] == [
+        (0, "seed", 3), (1, "seed", 3), (2, "generated", 3), (3, "generated", 3), (4, "generated", 3)]
+    assert [r["detections_per_frame"] for r in m["by_frame_index"]] == pytest.approx([1, 1, 5 / 3, 5 / 3, 5 / 3])
+
+
+def test_temporal_consistency_counts_boxes_without_a_match_in_the_previous_frame(tested):
+    _, m = tested
+    # 18 boxes after the first frames; new: P in p0-f0-b1 frame 2, its jumped car at frame 3, car C in p1 frame 2
+    assert (m["counts"]["unmatched_detections"], m["counts"]["tracked_detections"]) == (3, 18)
+    assert m["overall"]["temporal_unmatched_share"] == pytest.approx(3 / 18)
+
+
+def test_class_flips_are_matched_pairs_whose_category_changed(tested):
+    _, m = tested
+    # matched pairs: 4 (p0-f0-b0) + 5 (p0-f0-b1) + 6 (p1-f0-b0); the pedestrian turning into a truck is the flip
+    assert (m["counts"]["class_flips"], m["counts"]["matched_pairs"]) == (1, 15)
+    assert m["overall"]["class_flip_share"] == pytest.approx(1 / 15)
+
+
+def test_branches_of_one_fork_are_compared_on_their_first_generated_frames(tested):
+    _, m = tested
+    # first generated frame: {A} vs {A, P}: F1 = 2 * 1 / 3; second: {A} vs {B, P}: F1 = 0
+    assert m["overall"]["branch_agreement_f1"] == pytest.approx((2 / 3 + 0) / 2)
+    assert [(r["generated_frame"], r["pairs"]) for r in m["branch_agreement_by_generated_frame"]] == [
+        (0, 1), (1, 1), (2, 1)]
+    assert [r["f1"] for r in m["branch_agreement_by_generated_frame"]] == pytest.approx([2 / 3, 0, 0])
+
+
+def test_recall_and_precision_on_seed_frames_count_only_ground_truth_of_the_same_class(tested):
+    _, m = tested
+    assert (m["counts"]["ground_truth_found"], m["counts"]["ground_truth_boxes"]) == (3, 5)
+    assert m["overall"]["seed_recall"] == pytest.approx(3 / 5)
+    assert m["overall"]["seed_precision"] == pytest.approx(3 / 4)
+
+
+def test_every_metric_is_sliced_by_weather_time_of_day_scene_and_surprise_decile(tested):
+    _, m = tested
+    assert set(m["slices"]) == {"weather", "timeofday", "scene", "surprise_decile"}
+    rainy, clear = m["slices"]["weather"]["rainy"], m["slices"]["weather"]["clear"]
+    assert (rainy["clips"], clear["clips"]) == (2, 1)
+    assert rainy["temporal_unmatched_share"] == pytest.approx(2 / 11)
+    assert clear["temporal_unmatched_share"] == pytest.approx(1 / 7)
+    assert (rainy["class_flip_share"], clear["class_flip_share"]) == (0, pytest.approx(1 / 6))
+    assert rainy["seed_recall"] == pytest.approx(3 / 5) and clear["seed_recall"] is None  # no ground truth
+    assert m["slices"]["timeofday"]["night"] == clear and m["slices"]["scene"]["highway"] == rainy
+    deciles = m["slices"]["surprise_decile"]
+    assert list(deciles) == ["0", "5", "9"]
+    assert deciles["0"]["branch_agreement_f1"] is None  # a fork of one branch has nothing to agree with
+    assert deciles["5"]["branch_agreement_f1"] == deciles["9"]["branch_agreement_f1"] == pytest.approx(1 / 3)
+
+
+def test_min_score_leaves_low_scored_boxes_out_of_the_metrics_but_stores_them(tested_with_options):
+    root, m = tested_with_options
+    assert m["overall"]["detections_per_frame"] == pytest.approx(18 / 20)  # red cars only (score 0.9), 4 clips
+    assert len(ScenarioDataset(root).pseudo_labels("p1-f0-b0", m["detector"])[3]) == 2  # the truck (0.7) stays
+
+
+def test_coco_export_loads_with_pycocotools_and_carries_pseudo_labels_with_provenance_and_score(tested):
+    from pycocotools.coco import COCO
+
+    root, m = tested
+    coco = COCO(str(root / "labels" / "coco.json"))
+    assert len(coco.getImgIds()) == 15  # the selected clips' frames
+    pseudo = [a for a in coco.loadAnns(coco.getAnnIds()) if a["provenance"] == f"pseudo:{m['detector']}"]
+    assert len(pseudo) == 21
+    assert sorted({a["score"] for a in pseudo}) == [0.7, 0.8, 0.9]
+    truck = [a for a in pseudo if a["category_id"] == coco.getCatIds(catNms=["truck"])[0]]
+    assert len(truck) == 2 and all(coco.imgs[a["image_id"]]["generated"] for a in truck)
+    assert all((root / coco.imgs[i]["file_name"]).is_file() for i in coco.getImgIds())
+
+
+def test_det_json_has_the_bdd100k_scalabel_layout(tested):
+    root, m = tested
+    frames = json.loads((root / "labels" / "det.json").read_text())
+    assert len(frames) == 15
+    frame = next(f for f in frames if f["videoName"] == "p0-f0-b1" and f["frameIndex"] == 3)
+    assert frame["name"] == "clips/p0-f0-b1/frames/000003.jpg"
+    assert frame["attributes"] == {"weather": "rainy", "timeofday": "daytime", "scene": "highway"}
+    assert sorted(b["category"] for b in frame["labels"]) == ["car", "pedestrian"]
+    for label in frame["labels"]:
+        assert set(label) == {"id", "category", "box2d", "score", "provenance"}
+        assert set(label["box2d"]) == {"x1", "y1", "x2", "y2"}
+
+
+def test_report_folder_holds_metrics_report_and_plots(tested):
+    root, m = tested
+    report = root / f"report-{safe_name(m['detector'])}"
+    assert m["report"] == str(report)
+    assert json.loads((report / "metrics.json").read_text()) == json.loads(json.dumps(m))
+    text = (report / "report.md").read_text()
+    for name in harness.PLOTS:
+        png = report / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({name}.png)" in text
+    for metric in harness.METRICS.values():
+        assert f"| {metric.label} |" in text and metric.meaning in text
+    assert "| 0.167 | 3 / 18 |" in text  # temporal unmatched share: value and counts
+
+
+def test_batches_run_across_clip_boundaries_and_do_not_change_the_boxes(dataset):
+    sizes = []
+
+    def recording(frames):
+        sizes.append(len(frames))
+        return find_rectangles(frames)
+
+    ds = ScenarioDataset(dataset)
+    rows = [r for r in ds.clips if r["selected"]]
+    batched = harness.detect_clips(ds, rows, recording, "t", batch_size=4, progress=False)
+    assert sizes == [4, 4, 4, 3]  # 15 frames of 3 clips
+    assert harness.detect_clips(ds, rows, find_rectangles, "t", batch_size=1, progress=False) == batched
+
+
+@pytest.mark.parametrize("output, message", [
+    (lambda frames: [[]] * (len(frames) - 1), r"returned \d+ results for a batch of \d+ frames"),
+    (lambda frames: {"boxes": []}, "returned a dict; it must return a list"),
+    (lambda frames: [[{"category": "car", "box2d": {"x1": 0, "y1": 0, "x2": 1, "y2": 1}}]] * len(frames),
+     r"frame 0, detection 0: missing \['score'\]"),
+    (lambda frames: [[{"category": "Car", "box2d": {"x1": 0, "y1": 0, "x2": 1, "y2": 1}, "score": 1}]] * len(frames),
+     "category 'Car' is not a BDD100K detection class; did you mean 'car'"),
+    (lambda frames: [[{"category": "car", "box2d": {"x1": 5, "y1": 0, "x2": 3, "y2": 1}, "score": 1}]] * len(frames),
+     "x2=3.0 < x1=5.0"),
+    (lambda frames: [[{"category": "car", "box2d": {"x1": 0, "y1": 0, "x2": 1}, "score": 1}]] * len(frames),
+     r"box2d=.* must be a dict with keys \['x1', 'y1', 'x2', 'y2'\]"),
+    (lambda frames: [[{"category": "car", "box2d": {"x1": 0, "y1": 0, "x2": 1, "y2": 1}, "score": math.nan}]]
+     * len(frames), "score=nan must be a finite number"),
+])
+def test_bad_detector_output_is_rejected_and_the_message_says_where_and_what(dataset, output, message):
+    with pytest.raises(harness.DetectorOutputError, match=message) as error:
+        harness.run_test(dataset, output, progress=False)
+    assert isinstance(error.value, ValueError)
+    assert not (clip_dir(dataset, "p0-f0-b0") / "pseudo").exists()  # nothing half written
+
+
+@pytest.mark.parametrize("name, error, message", [
+    ("detect", ValueError, "must be 'module:function' or 'path/to/file.py:function'"),
+    ("openvica_sim.scenarios.no_such_module:detect", ValueError, "no module named 'openvica_sim.scenarios.no_such"),
+    (f"{harness.EXAMPLE_DETECTOR[:-7]}:detekt", ValueError, r"has no 'detekt'; did you mean \['detect'\]"),
+    (f"{harness.EXAMPLE_DETECTOR[:-7]}:CONTRAST", TypeError, "'CONTRAST' is of type 'int', not a function"),
+    ("no/such/file.py:detect", FileNotFoundError, "no file no/such/file.py"),
+])
+def test_bad_detector_names_fail_with_the_expected_form(name, error, message):
+    with pytest.raises(error, match=message):
+        harness.load_detector(name)
+
+
+def test_a_detector_module_missing_one_of_its_own_imports_reports_that_import(tmp_path, monkeypatch):
+    (tmp_path / "needs_more.py").write_text("import not_installed_anywhere\n\n\ndef detect(frames):\n    return []\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ModuleNotFoundError, match="not_installed_anywhere"):
+        harness.load_detector("needs_more:detect")
+
+
+def test_matching_takes_the_highest_iou_first_and_uses_each_box_once():
+    a = np.array([[0, 0, 10, 10], [2, 0, 12, 10]], float)
+    b = np.array([[2, 0, 12, 10], [30, 30, 40, 40]], float)
+    assert harness.match_boxes(a, b, 0.5) == [(1, 0)]  # a[0] also overlaps b[0] (IoU 2/3), but a[1] is exact
+    assert harness.match_boxes(a, b, 0.5, ["car", "truck"], ["car", "car"]) == [(0, 0)]  # same category only
+
+
+def test_detector_can_be_a_function_in_a_python_file(tmp_path):
+    script = tmp_path / "my_detector.py"
+    script.write_text("def detect(frames):\n    return [[] for _ in frames]\n")
+    detect = harness.load_detector(f"{script}:detect")
+    assert detect(np.zeros((3, 8, 8, 3), np.uint8)) == [[], [], []]
+
+
+def test_bad_settings_are_reported_together():
+    with pytest.raises(ValueError, match="batch_size=0 .*agreement_frames=0"):
+        harness.HarnessSettings(batch_size=0, agreement_frames=0)
+
+
+def test_a_dataset_without_selected_clips_asks_for_all(tmp_path):
+    only_unselected = {"p2-f0-b0": SCENES["p2-f0-b0"]}
+    root = make_dataset(tmp_path / "d", only_unselected, {})
+    with pytest.raises(ValueError, match="none of the 1 clips .* is selected; pass --all"):
+        harness.run_test(root, find_rectangles, progress=False)
+
+
+def test_cli_test_command_passes_its_options_and_prints_the_report_path(dataset, tmp_path, capsys):
+    script = tmp_path / "rectangles.py"
+    script.write_text(f"import numpy as np\n\nCATEGORY = {CATEGORY!r}\nSCORE = {SCORE!r}\n\n\n"
+                      + inspect.getsource(find_rectangles).replace("def find_rectangles", "def detect"))
+    parser = argparse.ArgumentParser(prog="openvica scenarios")
+    test = harness.add_parser(parser.add_subparsers())
+    assert "module:function" in test.format_help() and "--batch-size" in test.format_help()
+    args = parser.parse_args(["test", str(dataset), "--detector", f"{script}:detect", "--out", str(tmp_path / "r"),
+                              "--batch-size", "5", "--agreement-frames", "1", "--no-progress"])
+    assert args.run(args) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["report"] == str(tmp_path / "r" / "report.md") and printed["clips"] == 3
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert m["settings"]["batch_size"] == 5
+    assert m["overall"]["branch_agreement_f1"] == pytest.approx(2 / 3)  # the first generated frame only
+
+
+def test_example_color_detector_finds_the_cars_of_the_synthetic_world(tmp_path):
+    from openvica_sim.data.synthetic import Drive, render_drive
+
+    scenes, truth = {}, {}
+    for k, timeofday in enumerate(["day", "day", "night"]):
+        clip = render_drive(Drive(speed_mps=10.0, num_cars=5, timeofday=timeofday), 4, rng_seed=k)
+        clip_id = f"s{k}-f0-b0"
+        scenes[clip_id] = (clip.frames, dict(weather="clear", timeofday=timeofday, scene="highway",
+                                             surprise_decile=k, selected=True))
+        truth[clip_id] = {i: [box("car", *(b["box2d"][c] for c in ("x1", "y1", "x2", "y2")), GROUND_TRUTH)
+                              for b in clip.boxes[i] if b["box2d"]["y2"] - b["box2d"]["y1"] >= 8] for i in range(2)}
+    m = harness.run_test(make_dataset(tmp_path / "synthetic", scenes, truth), harness.EXAMPLE_DETECTOR,
+                         progress=False)
+    # Its docstring: 90% of the cars at least 8 px tall by day, none at night. (Its boxes on the farther, smaller
+    # cars count against its precision here, as they are left out of the ground truth.)
+    day, night = m["slices"]["timeofday"]["day"], m["slices"]["timeofday"]["night"]
+    assert day["seed_recall"] >= 0.8 and day["seed_precision"] >= 0.8
+    assert night["seed_recall"] == 0
