@@ -192,6 +192,10 @@ def data_ingest(args) -> int:
 
         load_encoder = functools.partial(Tokenizer.from_pretrained, Path(args.tokenizer).resolve(), device=args.device)
     else:  # absolute paths: with --ray the encoder loads in Ray workers, whose working directory may differ
+        if args.bundle is None:
+            from . import embedded
+
+            args.bundle = embedded.bundle_path()
         load_encoder = functools.partial(load_bundle, Path(args.bundle).resolve(), device=args.device)
     options = dict(fps=args.fps, limit=args.limit, store_frames=args.store_frames, batch_size=args.batch_size,
                    subset=args.subset)
@@ -303,8 +307,9 @@ def _parser() -> argparse.ArgumentParser:
     di.add_argument("--bdd-root", required=True, help="BDD100K root: videos/<split>/*.mov, labels/, info/100k/")
     di.add_argument("--split", default="train", choices=["train", "val", "test"])
     di.add_argument("--out", required=True, help="the store, e.g. bdd-train.zarr")
-    which = di.add_mutually_exclusive_group(required=True)
-    which.add_argument("--bundle", help="bundle whose tokenizer encodes the frames")
+    which = di.add_mutually_exclusive_group()
+    which.add_argument("--bundle", help="bundle whose tokenizer encodes the frames (default: the embedded default's; "
+                       "the store then only fits that bundle)")
     which.add_argument("--tokenizer", help="or a tokenizer folder (e.g. training/tok.py's run.dir/tokenizer)")
     di.add_argument("--fps", type=float, default=4.0, help="4 for the video sets, 0.2 for BDDimg/5s (paper Table I)")
     di.add_argument("--limit", type=int, default=None, help="at most this many videos (of this shard)")

@@ -254,6 +254,7 @@ def generate(spec: Spec, out: str | os.PathLike, bundle: str | os.PathLike | Non
             _run_distributed(spec, job, todo, bundle_path, progress)
         else:
             _run_local(spec, job, todo, bundle_path, device, progress)
+    _drop_temporary_clips(out)  # every sample is committed; what is left was an actor's killed in mid-write
     summary["generate_seconds"] = round(time.perf_counter() - gen_started, 2)
     summary["frames_per_s"] = round(len(todo) * spec.horizon / max(summary["generate_seconds"], 1e-9), 3)
     rows = [json.loads((ds.clip_dir(out, s.clip_id) / ds.CLIP_FILE).read_text()) for s in samples]
@@ -289,9 +290,14 @@ def _run_distributed(spec: Spec, job: Job, todo: list[Sample], bundle_path: str,
     kwargs = simulator_kwargs(spec)
     with SimulatorPool(bundle_path, num_workers=spec.scaling.num_workers, use_gpu=spec.scaling.use_gpu,
                        simulator_kwargs=kwargs) as pool:
-        for _ in pool.map(functools.partial(run_samples, job=job), todo, batch_size=spec.batch_size,
+        for _ in pool.map(functools.partial(_pool_batch, job=job), todo, batch_size=spec.batch_size,
                           progress=progress):
             pass
+
+
+def _pool_batch(simulator, samples: list[Sample], *, job: Job) -> list[dict]:
+    """`run_samples` in the shape `SimulatorPool.map` calls: fn(simulator, items)."""
+    return run_samples(simulator, job, samples)
 
 
 def simulator_kwargs(spec: Spec) -> dict:
@@ -327,8 +333,7 @@ def _start(out: Path, spec: Spec, bundle_path: str, seeds_path: str) -> dict:
     elif out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} exists, is not empty and is not a scenario dataset; choose a new --out")
     out.mkdir(parents=True, exist_ok=True)
-    for tmp in (out / ds.CLIPS_DIR).glob(f"{ds.TMP_PREFIX}*") if (out / ds.CLIPS_DIR).is_dir() else []:
-        shutil.rmtree(tmp, ignore_errors=True)  # clips in flight when a run was killed
+    _drop_temporary_clips(out)  # clips in flight when a run was killed
     ds.atomic_write_text(out / ds.SPEC_FILE, OmegaConf.to_yaml(OmegaConf.create(spec.to_dict())))
     manifest = {"format": "openvica-scenario-dataset", "version": 1, "status": "running",
                 "spec": spec.name, "spec_hash": spec.hash, "project_version": __version__,
@@ -340,6 +345,11 @@ def _start(out: Path, spec: Spec, bundle_path: str, seeds_path: str) -> dict:
                 "times": {"started": time.strftime("%Y-%m-%dT%H:%M:%S")}}
     ds.atomic_write_text(manifest_path, json.dumps(manifest, indent=2))
     return manifest
+
+
+def _drop_temporary_clips(out: Path) -> None:
+    for tmp in (out / ds.CLIPS_DIR).glob(f"{ds.TMP_PREFIX}*") if (out / ds.CLIPS_DIR).is_dir() else []:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def bundle_hashes(path: str | os.PathLike) -> dict[str, str]:

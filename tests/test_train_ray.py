@@ -42,7 +42,10 @@ def _free_port() -> int:
 def test_ray_job_submit_runs_the_training_script_on_a_local_cluster(store, tmp_path):  # noqa: F811
     bin_dir = str(Path(sys.executable).parent)
     # `ray job submit -- python ...` runs the python on the PATH that started the cluster (DESIGN.md, Ray pitfalls)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0"}
+    # RAY_AUTH_MODE: a `ray.init()` earlier in the session wrote ~/.ray/auth_token, after which Ray 2.60's `ray start`
+    # enables token auth while `ray job submit` does not send the token; say it once for both
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_AUTH_MODE": "disabled"}
     ray = shutil.which("ray", path=env["PATH"])
     port, dashboard = _free_port(), _free_port()
     subprocess.run([ray, "start", "--head", f"--port={port}", f"--dashboard-port={dashboard}", "--num-cpus=2",

@@ -60,11 +60,17 @@ def ship(bundle: str | Path, heldout: str | Path, num_clips: int = 8) -> None:
     shutil.rmtree(BUNDLE, ignore_errors=True)
     shutil.copytree(bundle, BUNDLE)
     shutil.rmtree(SEEDS, ignore_errors=True)
+    attributes = {}
     for clip in clips:
-        frames = zarr.open_group(Path(heldout) / PARTS / clip["part"], mode="r")["frames"]
-        frames = np.asarray(frames[clip["start"]:clip["start"] + SEED_CLIP_FRAMES])
-        for i, frame in enumerate(frames):
+        group = zarr.open_group(Path(heldout) / PARTS / clip["part"], mode="r")
+        rows = slice(clip["start"], clip["start"] + SEED_CLIP_FRAMES)
+        for i, frame in enumerate(np.asarray(group["frames"][rows])):
             write_image(SEEDS / clip["clip_id"] / f"{i:06d}.jpg", frame, quality=95)
+        # what a scenario's seed query reads of a folder of clips (openvica_sim.scenarios.seeds)
+        ego = {k: [round(float(x), 5) for x in group[k][rows]] for k in ("speed_mps", "yaw_rate_rps")}
+        (SEEDS / clip["clip_id"] / "ego.json").write_text(json.dumps(ego) + "\n")
+        attributes[clip["clip_id"]] = clip.get("attributes", {})
+    (SEEDS / "attributes.json").write_text(json.dumps(attributes, indent=1, sort_keys=True) + "\n")
     print(f"shipped {BUNDLE} and {len(clips)} seed clips in {SEEDS}", file=sys.stderr)
 
 
