@@ -43,7 +43,7 @@ from openvica_sim.simulator import MIN_SEED_FRAMES, TRAINED_CONTEXT_FRAMES
 
 from .openvica_env import MAX_EPISODE_STEPS, RewardFn, check_actions
 from .seeds import SeedSource
-from .vector import OpenViCAVectorEnv, per_env_option
+from .vector import OpenViCAVectorEnv, per_env_option, render_frames
 
 
 class RayVectorEnv(VectorEnv):
@@ -138,12 +138,7 @@ class RayVectorEnv(VectorEnv):
 
     def render(self) -> tuple[np.ndarray, ...] | None:
         """The current frame of every sub-env, as `OpenViCAVectorEnv.render` returns them."""
-        if self.render_mode is None:
-            gym.logger.warn('render() without a render_mode; make the env with render_mode="rgb_array"')
-            return None
-        if self._frames is None:
-            raise gym.error.ResetNeeded("call reset() before render()")
-        return tuple(frame.copy() for frame in self._frames)
+        return render_frames(self.render_mode, self._frames)
 
     def close_extras(self, **kwargs) -> None:
         """End the actors (and the local Ray cluster, when this env started it)."""

@@ -123,12 +123,7 @@ class OpenViCAVectorEnv(SimulatorEnvMixin, VectorEnv):
 
     def render(self) -> tuple[np.ndarray, ...] | None:
         """The current frame of every sub-env, as gymnasium's sync vector env returns them."""
-        if self.render_mode is None:
-            gym.logger.warn('render() without a render_mode; make the env with render_mode="rgb_array"')
-            return None
-        if self._frames is None:
-            raise gym.error.ResetNeeded("call reset() before render()")
-        return tuple(frame.copy() for frame in self._frames)
+        return render_frames(self.render_mode, self._frames)
 
     def close_extras(self, **kwargs) -> None:
         self._state = None
@@ -178,3 +173,17 @@ class OpenViCAVectorEnv(SimulatorEnvMixin, VectorEnv):
         infos = {"clip_id": clip_ids, "frame_index": np.full(n, frame_index, dtype=np.int64),
                  "tokens": tokens, "surprise": surprise}
         return {**infos, **{f"_{key}": np.ones(n, dtype=np.bool_) for key in infos}}
+
+
+def render_frames(render_mode: str | None, frames: np.ndarray | None) -> tuple[np.ndarray, ...] | None:
+    """A vector env's `render()`: copies of the current frames (N, S, S, 3), one per sub-env (None without a mode).
+
+    Raises:
+        gym.error.ResetNeeded: before the first reset.
+    """
+    if render_mode is None:
+        gym.logger.warn('render() without a render_mode; make the env with render_mode="rgb_array"')
+        return None
+    if frames is None:
+        raise gym.error.ResetNeeded("call reset() before render()")
+    return tuple(frame.copy() for frame in frames)

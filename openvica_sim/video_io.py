@@ -20,10 +20,13 @@ from collections.abc import Sequence
 from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import av
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+if TYPE_CHECKING:
+    import av
 
 from openvica_sim.frames import check_rgb_uint8
 
@@ -62,6 +65,7 @@ def read_video(path: str | os.PathLike, fps: float | None = None, max_frames: in
             frames were read before the problem).
         ValueError: `fps` or `max_frames` is not positive.
     """
+    import av  # imported on use: the simulator and the env run without PyAV
     if fps is not None and fps <= 0:
         raise ValueError(f"fps={fps} must be positive, or None to read every frame")
     if max_frames is not None and max_frames < 1:
@@ -118,6 +122,7 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 4, crf
         TypeError: `frames` is not uint8.
         ValueError: a shape other than (T, H, W, 3), T = 0, odd H or W, fps <= 0, or crf outside 0..51.
     """
+    import av  # imported on use: the simulator and the env run without PyAV
     frames = np.asarray(check_rgb_uint8(frames, ndims=(4,)))
     num_frames, height, width, _ = frames.shape
     if num_frames == 0:

@@ -97,7 +97,7 @@ def run_samples(simulator, job: Job, samples: list[Sample]) -> list[dict]:
 
 def _roll_out(simulator, spec: Spec, todo: list[Sample], parents: list[tuple], windows: list) -> dict:
     """Prefill each seed window once, branch it into its samples, step the horizon; numpy results per sample."""
-    T, N = spec.fork.seed_frames, spec.horizon
+    N = spec.horizon
     bundle = simulator.bundle
     if all(w.tokens is not None for w in windows):
         seed_tokens = np.stack([w.tokens for w in windows])  # (P, T, h, w)

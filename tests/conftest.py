@@ -53,3 +53,52 @@ def loss_networks(tmp_path_factory):
     torch.save(state, root / "vgg16.pth")
     create_random_dinov2(root / "dinov2")
     return {"perceptual_net": root / "vgg16.pth", "teacher": root / "dinov2"}
+
+
+class RayCluster:
+    """A `ray start --head` cluster of 2 CPUs for `ray job submit` tests; `submit(*command)` runs a job from the
+    repository root and returns the finished process."""
+
+    def __init__(self):
+        import os
+        import shutil
+        import socket
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        def free_port() -> int:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                return s.getsockname()[1]
+
+        self.repo = Path(__file__).resolve().parent.parent
+        bin_dir = str(Path(sys.executable).parent)
+        # `ray job submit -- python ...` runs the python on the PATH that started the cluster (DESIGN.md, Ray
+        # pitfalls). RAY_AUTH_MODE: once a `ray.init()` has written ~/.ray/auth_token, Ray 2.60's `ray start` enables
+        # token auth while `ray job submit` does not send the token; say "disabled" to both.
+        self.env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0",
+                    "RAY_AUTH_MODE": "disabled"}
+        self.ray = shutil.which("ray", path=self.env["PATH"])
+        self.dashboard = free_port()
+        self._run = subprocess.run
+        self._run([self.ray, "start", "--head", f"--port={free_port()}", f"--dashboard-port={self.dashboard}",
+                   "--num-cpus=2", "--num-gpus=0", "--include-dashboard=true", "--disable-usage-stats"],
+                  env=self.env, check=True, capture_output=True, timeout=180)
+
+    def submit(self, *command: str, timeout: float = 900):
+        return self._run([self.ray, "job", "submit", f"--address=http://127.0.0.1:{self.dashboard}", "--working-dir",
+                          ".", "--", *command], cwd=self.repo, env=self.env, capture_output=True, text=True,
+                         timeout=timeout)
+
+    def stop(self) -> None:
+        self._run([self.ray, "stop", "--force"], env=self.env, capture_output=True, timeout=120)
+
+
+@pytest.fixture
+def ray_cluster():
+    cluster = RayCluster()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -259,3 +258,21 @@ def test_the_brake_program_decelerates_to_a_stop():
 
     speed = commands("brake", {"decel_mps2": 4.0}, 8, speed_mps=6.0, yaw_rate_rps=0.0)[:, 0]
     np.testing.assert_allclose(speed, [5, 4, 3, 2, 1, 0, 0, 0])
+
+
+def test_diversity_orders_clips_by_k_center_greedy_on_codebook_usage_or_dinov2_features(dataset, loss_networks):
+    from openvica_sim.scenarios.select import clip_embeddings, k_center_greedy
+
+    points = np.array([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [0.0, 4.0]])
+    order, distances = k_center_greedy(points)
+    assert order == [2, 0, 3, 1]  # farthest from the mean first, then farthest from those taken
+    assert distances[1:] == pytest.approx([np.hypot(5, 5), 4.0, 0.1])
+
+    out, _ = dataset
+    clips = ds.committed_clip_ids(out)
+    usage = clip_embeddings(out, clips, [2] * len(clips))
+    np.testing.assert_allclose(usage.sum(axis=1), 1.0)  # a histogram of the generated frames' codes
+    features = clip_embeddings(out, clips, [2] * len(clips), teacher=str(loss_networks["teacher"]))
+    assert features.shape[0] == len(clips) and np.isfinite(features).all()
+    ranks = sorted(r["diversity_rank"] for r in ds.ScenarioDataset(out).clips)
+    assert ranks == list(range(len(clips)))

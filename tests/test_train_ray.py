@@ -2,18 +2,8 @@
 
 import json
 import math
-import os
-import shutil
-import socket
-import subprocess
-import sys
-from pathlib import Path
-
-import pytest
 
 from test_train_wm import config, store  # noqa: F401  (the tiny synthetic store fixture)
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def test_two_ray_workers_train_with_ddp_and_checkpoint(store, tmp_path):  # noqa: F811
@@ -33,34 +23,12 @@ def test_two_ray_workers_train_with_ddp_and_checkpoint(store, tmp_path):  # noqa
     assert (tmp_path / "run" / "world_model" / "config.json").is_file()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_ray_job_submit_runs_the_training_script_on_a_local_cluster(store, tmp_path):  # noqa: F811
-    bin_dir = str(Path(sys.executable).parent)
-    # `ray job submit -- python ...` runs the python on the PATH that started the cluster (DESIGN.md, Ray pitfalls)
-    # RAY_AUTH_MODE: a `ray.init()` earlier in the session wrote ~/.ray/auth_token, after which Ray 2.60's `ray start`
-    # enables token auth while `ray job submit` does not send the token; say it once for both
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0",
-           "RAY_AUTH_MODE": "disabled"}
-    ray = shutil.which("ray", path=env["PATH"])
-    port, dashboard = _free_port(), _free_port()
-    subprocess.run([ray, "start", "--head", f"--port={port}", f"--dashboard-port={dashboard}", "--num-cpus=2",
-                    "--num-gpus=0", "--include-dashboard=true", "--disable-usage-stats"], env=env, check=True,
-                   capture_output=True, timeout=180)
-    try:
-        overrides = ["model=tiny", "model.preset=test", f"data.store={store}", "data.num_future_frames=2",
-                     "data.loader_workers=0", f"run.dir={tmp_path / 'run'}", "trainer.batch_size=2",
-                     "trainer.max_steps=2", "trainer.checkpoint_every=2", "trainer.log_every=1"]
-        job = subprocess.run([ray, "job", "submit", f"--address=http://127.0.0.1:{dashboard}", "--working-dir", ".",
-                              "--", "python", "training/wm.py", *overrides], cwd=REPO, env=env,
-                             capture_output=True, text=True, timeout=600)
-        assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
-    finally:
-        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+def test_ray_job_submit_runs_the_training_script_on_a_local_cluster(store, tmp_path, ray_cluster):  # noqa: F811
+    overrides = ["model=tiny", "model.preset=test", f"data.store={store}", "data.num_future_frames=2",
+                 "data.loader_workers=0", f"run.dir={tmp_path / 'run'}", "trainer.batch_size=2",
+                 "trainer.max_steps=2", "trainer.checkpoint_every=2", "trainer.log_every=1"]
+    job = ray_cluster.submit("python", "training/wm.py", *overrides, timeout=600)
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
     assert (tmp_path / "run" / "checkpoints" / "step-0000002" / "COMPLETE").is_file()
     assert (tmp_path / "run" / "world_model" / "config.json").is_file()
 
