@@ -38,6 +38,9 @@ from .sampling import sample_top_k
 
 MIN_SEED_FRAMES = 2  # the paper's T = 2; VDEC needs frame t-1 for the first emitted frame
 TRAINED_CONTEXT_FRAMES = 16  # T + N of WM fine-tuning (paper III-C c)
+# The fixed row width of the WM's matrix products: every width >= 4 rounds alike (MKL on this project's CPU; one to
+# three rows take a GEMV-like path that rounds differently).
+MIN_ROWS = 4
 
 
 @dataclass
@@ -97,7 +100,7 @@ class Simulator:
     """
 
     def __init__(self, bundle: Bundle, top_k: int | None = None, temperature: float = 1.0, decoder: str | None = None,
-                 context_frames: int = TRAINED_CONTEXT_FRAMES, min_rows: int = 4):
+                 context_frames: int = TRAINED_CONTEXT_FRAMES, min_rows: int = MIN_ROWS):
         top_k = bundle.top_k if top_k is None else top_k
         if top_k < 1:
             raise ValueError(f"top_k={top_k} must be at least 1 (1 is greedy)")
