@@ -6,7 +6,10 @@
 #
 #   OUT=runs/gpu bash benchmarks/gpu.sh                 # on a machine with torch+CUDA; JSON lines in $OUT/results.jsonl
 #
-# Where packages are missing (an offline GPU machine), wheels in .whl/ are installed to /tmp/site first.
+# Where packages are missing (an offline GPU machine), wheels in .whl/ are installed to /tmp/site first; on
+# 2026-11-30 those were diffusers, gymnasium, zarr (+ numcodecs, donfig, google-crc32c), hydra-core, omegaconf,
+# antlr4, importlib_metadata, farama-notifications, and transformers / peft at this project's pins, fetched with
+# `pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 -d .whl ...`.
 set -u
 OUT=${OUT:-runs/gpu}; mkdir -p "$OUT"
 STEPS=${STEPS:-"train_wm wm_decode wm_generate env_step"}   # a subset, to rerun some

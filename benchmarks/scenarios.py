@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from _common import DTYPES, device_name, emit, git_sha, log
-from openvica_sim.bundle import create_random_bundle, load_bundle, save_bundle
+from openvica_sim.bundle import create_random_bundle, load_bundle
 from openvica_sim.data.synthetic import random_drive, render_clip
 from openvica_sim.scenarios.generate import Job, plan
 from openvica_sim.scenarios.seeds import FolderSeeds, select
@@ -53,10 +53,11 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="openvica-bench-scenarios-") as tmp:
         tmp = Path(tmp)
-        if args.bundle is None:
-            log(f"building a random {args.preset!r} bundle ...")
-            save_bundle(create_random_bundle(args.preset, seed=0, dtype=DTYPES[args.dtype]), tmp / "bundle")
-        bundle_path = args.bundle or tmp / "bundle"
+        if args.bundle is None:  # built on the device: a 7B in fp32 on the host would need 28 GB first
+            log(f"building a random {args.preset!r} bundle on {device} ...")
+            bundle = create_random_bundle(args.preset, seed=0, dtype=DTYPES[args.dtype], device=device)
+        else:
+            bundle = load_bundle(args.bundle, device=device)
         for i in range(args.seed_clips):  # synthetic seed clips, 2 frames each
             frames = render_clip(random_drive(np.random.default_rng(i)), 2)
             for k, frame in enumerate(frames):
@@ -64,7 +65,7 @@ def main(argv=None) -> None:
         spec = spec_from_dict({"name": "bench", "fork": {"branches": args.branches}, "horizon": args.horizon})
         seeds = FolderSeeds(tmp / "seeds")
         samples = plan(spec, select(seeds.clips(), spec))
-        simulator = Simulator(load_bundle(bundle_path, device=device), temperature=1.0)
+        simulator = Simulator(bundle, temperature=1.0)
         common = {"bench": "scenarios", "git": git_sha(), "device": device_name(device),
                   "bundle": str(args.bundle or args.preset), "seed_clips": args.seed_clips, "branches": args.branches,
                   "horizon": args.horizon}

@@ -43,7 +43,7 @@ from openvica_sim.simulator import MIN_SEED_FRAMES, TRAINED_CONTEXT_FRAMES
 
 from .openvica_env import MAX_EPISODE_STEPS, RewardFn, check_actions
 from .seeds import SeedSource
-from .vector import OpenViCAVectorEnv, per_env_option, render_frames
+from .vector import OpenViCAVectorEnv, per_env_option, render_frames, sub_env_seeds
 
 
 class RayVectorEnv(VectorEnv):
@@ -110,11 +110,7 @@ class RayVectorEnv(VectorEnv):
               options: dict | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         """Reset every sub-env; `seed` an int (sub-env i gets seed + i, on whichever actor), a list of N, or None."""
         super().reset(seed=seed if isinstance(seed, int) else None)
-        seeds = [seed + i for i in range(self.num_envs)] if isinstance(seed, int) else seed
-        seeds = [None] * self.num_envs if seeds is None else list(seeds)
-        if len(seeds) != self.num_envs:
-            raise ValueError(f"got {len(seeds)} seeds for num_envs={self.num_envs}; pass one per sub-env, "
-                             f"one int (sub-env i gets seed + i) or None")
+        seeds = sub_env_seeds(seed, self.num_envs)
         options = dict(options or {})
         for key, value in options.items():
             if per_env_option(key, value) and len(value) != self.num_envs:

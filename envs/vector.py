@@ -41,6 +41,20 @@ def per_env_option(key: str, value: Any) -> bool:
     return key == "frames" and getattr(value, "ndim", None) == 5
 
 
+def sub_env_seeds(seed: int | list[int | None] | None, num_envs: int) -> list[int | None]:
+    """A vector env's `reset(seed=...)` as one seed per sub-env: an int gives sub-env i seed + i, None gives Nones.
+
+    Raises:
+        ValueError: a list whose length is not num_envs.
+    """
+    seeds = [seed + i for i in range(num_envs)] if isinstance(seed, int) else seed
+    seeds = [None] * num_envs if seeds is None else list(seeds)
+    if len(seeds) != num_envs:
+        raise ValueError(f"got {len(seeds)} seeds for num_envs={num_envs}; pass one per sub-env, "
+                         f"one int (sub-env i gets seed + i) or None")
+    return seeds
+
+
 class OpenViCAVectorEnv(SimulatorEnvMixin, VectorEnv):
     """N OpenViCA-v0 sub-envs stepped by one batched engine; spaces, options and info as `OpenViCAEnv`'s.
 
@@ -84,11 +98,7 @@ class OpenViCAVectorEnv(SimulatorEnvMixin, VectorEnv):
               options: dict | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         """Reset every sub-env; `seed` an int (sub-env i gets seed + i), a list of N, or None."""
         super().reset(seed=seed if isinstance(seed, int) else None)
-        seeds = [seed + i for i in range(self.num_envs)] if isinstance(seed, int) else seed
-        seeds = [None] * self.num_envs if seeds is None else list(seeds)
-        if len(seeds) != self.num_envs:
-            raise ValueError(f"got {len(seeds)} seeds for num_envs={self.num_envs}; pass one per sub-env, "
-                             f"one int (sub-env i gets seed + i) or None")
+        seeds = sub_env_seeds(seed, self.num_envs)
         for i, s in enumerate(seeds):  # as gymnasium.Env.reset(seed=s) does in each sub-env of a sync vector env
             if s is not None or self.sub_env_np_randoms[i] is None:
                 self.sub_env_np_randoms[i], _ = seeding.np_random(s)

@@ -80,18 +80,6 @@ def rare_store(tmp_path_factory, sliding_rollout):
 
 
 @pytest.fixture(scope="module")
-def ingested_store(tmp_path_factory, test_bundle):
-    """Two synthetic drives of 1 s in BDD100K's layout, ingested with their frames: 2 clips of 4 frames."""
-    from openvica_sim.data.bdd_layout import write_bdd100k
-    from openvica_sim.data.ingest import ingest
-
-    root = tmp_path_factory.mktemp("bdd")
-    write_bdd100k(root, "val", num_videos=2, seconds=1.0, seed=7)
-    ingest(root, "val", root / "store.zarr", test_bundle, store_frames=True, progress=False)
-    return root / "store.zarr"
-
-
-@pytest.fixture(scope="module")
 def mined(tmp_path_factory, rare_store, test_bundle):
     out = tmp_path_factory.mktemp("mined") / "surprise.parquet"
     return mining.mine(rare_store, test_bundle, out, top=1, progress=False), out
@@ -220,22 +208,22 @@ def test_without_frames_in_the_store_the_contact_sheet_shows_the_decoded_tokens(
 
 
 def test_the_cli_mines_an_ingested_store_prints_a_json_summary_and_shows_the_stores_frames(
-        ingested_store, test_bundle, tmp_path, capsys):
+        frame_store, test_bundle, tmp_path, capsys):
     from openvica_sim.bundle import save_bundle
     from openvica_sim.data.store import TokenStore
 
     bundle = save_bundle(test_bundle, tmp_path / "bundle")
     out = tmp_path / "out" / "mined.parquet"
-    assert _cli(["mine", "--seeds", str(ingested_store), "--bundle", str(bundle), "--out", str(out), "--top", "1",
+    assert _cli(["mine", "--seeds", str(frame_store), "--bundle", str(bundle), "--out", str(out), "--top", "1",
                  "--quiet"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["clips"] == 2 and summary["frames_scored"] == summary["frames"] - 2 * 2
     first = summary["top"][0]
     assert first["rank"] == 0 and summary["contact_sheet"] == str(mining.contact_sheet_path(out))
     row = pq.read_table(out).slice(0, 1).to_pylist()[0]
-    clip = TokenStore(ingested_store).clip(first["clip_id"])
+    clip = TokenStore(frame_store).clip(first["clip_id"])
     assert row["weather"] == clip["attributes"]["weather"] and row["scene"] == clip["attributes"]["scene"]
-    assert row["num_frames"] == 4  # the whole clip is on the sheet
+    assert row["num_frames"] == 8  # the whole clip is on the sheet
     assert _contains(read_image(summary["contact_sheet"]), clip["frames"][first["peak_frame"]])
 
 
