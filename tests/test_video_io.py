@@ -1,10 +1,10 @@
 """Video and image files: H.264 round trips, resampling to 4 fps, clear errors, contact sheets."""
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
 
-import openvica_sim.video_io as video_io
 from openvica_sim.video_io import (
     PREDICTED_COLOR,
     SEED_COLOR,
@@ -107,7 +107,7 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path
     def fail(*args, **kwargs):
         raise RuntimeError("encoder failed")
 
-    monkeypatch.setattr(video_io.av.VideoFrame, "from_ndarray", fail)
+    monkeypatch.setattr(av.VideoFrame, "from_ndarray", fail)  # video_io imports av where it writes
     with pytest.raises(RuntimeError, match="encoder failed"):
         write_video(path, moving_square(4))
     assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"] and path.read_bytes() == before
