@@ -224,7 +224,8 @@ class OpenViCAEnv(SimulatorEnvMixin, gym.Env):
     `gym.make("OpenViCA-v0", bundle=None, seeds=None, top_k=None, temperature=1.0, device="cpu",
     decoder=None, render_mode=None, reward_fn=None, seed_frames=2, context_frames=16, max_episode_steps=14)`:
     `bundle` a bundle folder (default: the embedded tiny bundle), `seeds` a folder of clips (one subfolder
-    of PNG/JPEG frames or one video per clip) or a `SeedSource` (default: clips of the synthetic world),
+    of PNG/JPEG frames or one video per clip), a token store from `openvica data ingest --store-frames`
+    (`*.zarr`, clips by their store ids) or a `SeedSource` (default: the embedded bundle's held-out clips),
     `top_k` and `temperature` the sampling (top_k None: the bundle's default; the paper recommends k = 1000), `device` where a bundle folder is
     loaded (a `Bundle` object stays where it is), `decoder` "video_decoder" or "tokenizer" (default: the video
     decoder when the bundle has one), `context_frames` the frames the world model sees at most (16, as

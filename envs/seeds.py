@@ -113,6 +113,35 @@ class FolderSeedSource(SeedSource):
         return f"FolderSeedSource({str(self.path)!r}, {len(self.clip_ids)} clips)"
 
 
+class StoreSeedSource(SeedSource):
+    """The clips of a token store from `openvica data ingest --store-frames`, by their store clip ids.
+
+    The env starts from pixels (its TOK encodes the seed frames, as for any camera), so the store must hold the
+    model-view frames; a tokens-only store is refused with the command that adds them.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        from openvica_sim.data.store import TokenStore
+
+        self.path = Path(path)
+        if not self.path.exists():
+            raise FileNotFoundError(f"no token store at {self.path}")
+        self.store = TokenStore(self.path)
+        if not len(self.store):
+            raise ValueError(f"token store {self.path} holds no clips")
+        first = self.store.clip(self.store.clip_ids[0], keys=("frames",))
+        if "frames" not in first:
+            raise ValueError(f"token store {self.path} holds tokens only; the env needs the seed frames: ingest again "
+                             f"with `openvica data ingest ... --store-frames`, or pass a folder of clips")
+        self.clip_ids = self.store.clip_ids
+
+    def _read(self, clip_id: str, max_frames: int | None) -> np.ndarray:
+        return np.asarray(self.store.clip(clip_id, keys=("frames",))["frames"][:max_frames])
+
+    def __repr__(self) -> str:
+        return f"StoreSeedSource({str(self.path)!r}, {len(self.clip_ids)} clips)"
+
+
 def default_seed_source() -> SeedSource:
     """The seed clips `gym.make("OpenViCA-v0")` uses when given none: the embedded default's 8 held-out clips of
     the synthetic world (16 frames each, as the embedded bundle saw its training data)."""
@@ -122,11 +151,11 @@ def default_seed_source() -> SeedSource:
 
 
 def open_seed_source(seeds: SeedSource | str | os.PathLike | None) -> SeedSource:
-    """A seed source from the env's `seeds` argument: None (the default), a SeedSource, or a folder.
+    """A seed source from the env's `seeds` argument: None (the default), a SeedSource, a folder, or a token store.
 
     Raises:
         FileNotFoundError: the path does not exist.
-        NotImplementedError: a Zarr store (`*.zarr`): those come with the data ingestion issue.
+        ValueError: a Zarr store (`*.zarr`) ingested without its frames.
         ValueError: a folder without clips, or a path that is a file.
         TypeError: anything else.
     """
@@ -138,9 +167,7 @@ def open_seed_source(seeds: SeedSource | str | os.PathLike | None) -> SeedSource
         raise TypeError(f"seeds={seeds!r}: pass a folder of clips, a SeedSource, or None for the default clips")
     path = Path(seeds)
     if path.suffix == ".zarr":
-        raise NotImplementedError(
-            f"seeds={str(path)!r} is a Zarr token store; reading seed clips from Zarr stores comes with the data "
-            f"ingestion issue. For now pass a folder of clips (subfolders of PNG/JPEG frames, or video files)")
+        return StoreSeedSource(path)
     if not path.exists():
         raise FileNotFoundError(f"no seed clips at {path}: the folder does not exist")
     if not path.is_dir():

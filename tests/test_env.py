@@ -133,6 +133,17 @@ def test_reset_returns_the_last_seed_frame_as_the_model_sees_it(bundle_dir):
     assert info["tokens"].shape == (16, 16) and np.isnan(info["surprise"])
 
 
+def test_an_ingested_store_seeds_episodes_by_its_clip_ids(bundle_dir, frame_store):
+    from openvica_sim.data.store import TokenStore
+
+    store = TokenStore(frame_store)
+    clip_id = store.clip_ids[1]
+    env = gym.make(ENV_ID, bundle=bundle_dir, seeds=str(frame_store))
+    obs, info = env.reset(options={"clip": clip_id, "seed_frames": 3})
+    assert info["clip_id"] == clip_id and info["frame_index"] == 2
+    assert np.array_equal(obs, store.clip(clip_id, keys=("frames",))["frames"][2])
+
+
 def test_reset_option_clip_seeds_the_episode_with_that_clips_first_frames(bundle_dir):
     env = gym.make(ENV_ID, bundle=bundle_dir, seeds=SyntheticSeedSource())
     obs, info = env.reset(options={"clip": "synthetic-003", "seed_frames": 3})
@@ -236,9 +247,24 @@ def test_missing_bundle_raises_file_not_found(tmp_path):
         gym.make(ENV_ID, bundle=str(tmp_path / "missing"))
 
 
-def test_zarr_seed_store_is_refused_until_data_ingestion(bundle_dir, tmp_path):
-    with pytest.raises(NotImplementedError, match="ingestion"):
+def test_a_missing_seed_store_raises_file_not_found(bundle_dir, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no token store"):
         gym.make(ENV_ID, bundle=bundle_dir, seeds=str(tmp_path / "clips.zarr"))
+
+
+def test_a_tokens_only_store_is_refused_with_the_ingest_option_that_adds_frames(bundle_dir, tmp_path):
+    from openvica_sim.data.store import PartWriter, consolidate
+
+    root = tmp_path / "tokens.zarr"
+    writer = PartWriter(root, 0, fps=4.0, split="val", codebook_size=64)
+    nan = np.full(3, np.nan, np.float32)
+    writer.append_clip({"clip_id": "a", "video_id": "a", "split": "val", "fps": 4.0, "attributes": {}},
+                       {"tokens": np.zeros((3, 16, 16), np.uint16), "speed_mps": nan, "yaw_rate_rps": nan,
+                        "frame_time_s": np.arange(3, dtype=np.float32) / 4})
+    writer.set_complete(True)
+    consolidate(root)
+    with pytest.raises(ValueError, match="--store-frames"):
+        gym.make(ENV_ID, bundle=bundle_dir, seeds=str(root))
 
 
 def test_unknown_clip_id_names_valid_ones(bundle_dir):
