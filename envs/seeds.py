@@ -129,8 +129,7 @@ class StoreSeedSource(SeedSource):
         self.store = TokenStore(self.path)
         if not len(self.store):
             raise ValueError(f"token store {self.path} holds no clips")
-        first = self.store.clip(self.store.clip_ids[0], keys=("frames",))
-        if "frames" not in first:
+        if not self.store.has_frames:
             raise ValueError(f"token store {self.path} holds tokens only; the env needs the seed frames: ingest again "
                              f"with `openvica data ingest ... --store-frames`, or pass a folder of clips")
         self.clip_ids = self.store.clip_ids

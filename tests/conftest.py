@@ -1,5 +1,12 @@
 """Shared fixtures: tiny random models built once per session (no downloads, CPU)."""
 
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -55,23 +62,17 @@ def loss_networks(tmp_path_factory):
     return {"perceptual_net": root / "vgg16.pth", "teacher": root / "dinov2"}
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class RayCluster:
     """A `ray start --head` cluster of 2 CPUs for `ray job submit` tests; `submit(*command)` runs a job from the
     repository root and returns the finished process."""
 
     def __init__(self):
-        import os
-        import shutil
-        import socket
-        import subprocess
-        import sys
-        from pathlib import Path
-
-        def free_port() -> int:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                return s.getsockname()[1]
-
         self.repo = Path(__file__).resolve().parent.parent
         bin_dir = str(Path(sys.executable).parent)
         # `ray job submit -- python ...` runs the python on the PATH that started the cluster (DESIGN.md, Ray
@@ -80,19 +81,18 @@ class RayCluster:
         self.env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0",
                     "RAY_AUTH_MODE": "disabled"}
         self.ray = shutil.which("ray", path=self.env["PATH"])
-        self.dashboard = free_port()
-        self._run = subprocess.run
-        self._run([self.ray, "start", "--head", f"--port={free_port()}", f"--dashboard-port={self.dashboard}",
-                   "--num-cpus=2", "--num-gpus=0", "--include-dashboard=true", "--disable-usage-stats"],
-                  env=self.env, check=True, capture_output=True, timeout=180)
+        self.dashboard = _free_port()
+        subprocess.run([self.ray, "start", "--head", f"--port={_free_port()}", f"--dashboard-port={self.dashboard}",
+                        "--num-cpus=2", "--num-gpus=0", "--include-dashboard=true", "--disable-usage-stats"],
+                       env=self.env, check=True, capture_output=True, timeout=180)
 
     def submit(self, *command: str, timeout: float = 900):
-        return self._run([self.ray, "job", "submit", f"--address=http://127.0.0.1:{self.dashboard}", "--working-dir",
-                          ".", "--", *command], cwd=self.repo, env=self.env, capture_output=True, text=True,
-                         timeout=timeout)
+        return subprocess.run([self.ray, "job", "submit", f"--address=http://127.0.0.1:{self.dashboard}",
+                               "--working-dir", ".", "--", *command], cwd=self.repo, env=self.env,
+                              capture_output=True, text=True, timeout=timeout)
 
     def stop(self) -> None:
-        self._run([self.ray, "stop", "--force"], env=self.env, capture_output=True, timeout=120)
+        subprocess.run([self.ray, "stop", "--force"], env=self.env, capture_output=True, timeout=120)
 
 
 @pytest.fixture

@@ -199,6 +199,18 @@ class TokenStore:
     def __contains__(self, clip_id: str) -> bool:
         return clip_id in self._by_id
 
+    @property
+    def has_frames(self) -> bool:
+        """Whether the clips carry their 256x256 frames (`openvica data ingest --store-frames`); reads no frames."""
+        return bool(self.clips) and all(self._part(p).attrs.get("store_frames", False)
+                                        for p in {c["part"] for c in self.clips})
+
+    def _part(self, name: str) -> zarr.Group:
+        group = self._groups.get(name)
+        if group is None:
+            group = self._groups[name] = zarr.open_group(self.path / PARTS / name, mode="r")
+        return group
+
     def clip(self, clip_id: str, keys: tuple[str, ...] | None = None) -> dict:
         """One clip's arrays and index entry; only the arrays named in `keys` when given (a clip's frames are ~31 MB:
         a reader of tokens should not pay for them)."""
@@ -208,9 +220,7 @@ class TokenStore:
             close = difflib.get_close_matches(clip_id, self._by_id, n=3)
             raise KeyError(f"no clip {clip_id!r} in {self.path} ({len(self)} clips); closest: {close}")
         entry = self._by_id[clip_id]
-        group = self._groups.get(entry["part"])
-        if group is None:
-            group = self._groups[entry["part"]] = zarr.open_group(self.path / PARTS / entry["part"], mode="r")
+        group = self._part(entry["part"])
         rows = slice(entry["start"], entry["stop"])
         out = {key: group[key][rows] for key in keys or ("tokens", *PER_FRAME, "frames") if key in group}
         return {**out, **entry}

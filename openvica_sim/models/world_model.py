@@ -118,6 +118,10 @@ class WorldModel(nn.Module):
         super().__init__()
         self.config = config
         self.llama = llama if llama is not None else LlamaForCausalLM(config.to_llama_config())
+        # the CPU decode step's fused weights (`_cpu_decode_weights`): plain attributes, not in the state dict
+        self._cpu_params: list[nn.Parameter] | None = None
+        self._cpu_weights: list[dict] = []
+        self._cpu_weights_version: tuple | None = None
 
     def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Last-layer hidden states (B, L, D) of a whole sequence, by transformers' own forward (no cache)."""
@@ -176,15 +180,16 @@ class WorldModel(nn.Module):
         """Per layer, the weights of a decode step fused (q|k|v, gate|up) and transposed, rebuilt when any changes.
 
         On a CPU a small model's decode step is bound by per-op overhead and small-M GEMMs (4 rows x 256 runs at
-        a third of a 1-row GEMV here), not by bytes: three products instead of seven, no module calls and one-op
-        norms halve the step (tiny model: 8.8 -> ~5 ms per id on 2 cores). It copies the layer weights, which a
+        a third of a 1-row GEMV here), not by bytes: three products per layer instead of seven and no module calls
+        took the tiny WM's 14-frame rollout from 31.7 to 25-27 s on 2 cores. It copies the layer weights, which a
         CPU model can afford; on a GPU that would be 13 GB for 7B, and launch overhead is CUDA graphs' job.
+        The parameter list is taken once (walking the modules each step would cost 0.5 ms an id).
         """
         layers = self.llama.model.layers
-        if getattr(self, "_cpu_params", None) is None:  # walking the modules each step would cost 0.5 ms an id
+        if self._cpu_params is None:
             self._cpu_params = list(layers.parameters())
         version = tuple((p.data_ptr(), p._version) for p in self._cpu_params)
-        if getattr(self, "_cpu_weights_version", None) != version:
+        if self._cpu_weights_version != version:
             with torch.no_grad():
                 self._cpu_weights = [dict(
                     in_norm=layer.input_layernorm.weight.detach(), post_norm=layer.post_attention_layernorm.weight.detach(),
@@ -206,13 +211,7 @@ class WorldModel(nn.Module):
         half = c.head_dim // 2  # rotary position embedding of queries and keys at once, as transformers computes it
         qk = qk * cos[:, None] + torch.cat([-qk[..., half:], qk[..., :half]], dim=-1) * sin[:, None]
         q, k = qk.split([c.num_heads, c.num_kv_heads], dim=1)
-        end = cache.length + L
-        cache.keys[layer, :, :, cache.length:end] = k
-        cache.values[layer, :, :, cache.length:end] = v
-        out = _attend(q, cache.keys[layer, :, :, :end], cache.values[layer, :, :, :end], mask)
-        out = out.transpose(1, 2).reshape(B * L, -1)
-        if W > B:  # padding rows, as in `_attention`
-            out = torch.cat([out, out[:L].repeat(W - B, 1)])
+        out = _attend_cached(q, k, v, cache, layer, mask, W).reshape(W * L, -1)
         x = x + (out @ w["o"]).view(W, L, D)
         h = F.rms_norm(x, (D,), w["post_norm"], c.rms_norm_eps).reshape(W * L, D)
         gate, up = (h @ w["gate_up"]).split(c.intermediate_size, dim=-1)
@@ -225,14 +224,7 @@ class WorldModel(nn.Module):
         k = attn.k_proj(x).view(W, L, c.num_kv_heads, c.head_dim).transpose(1, 2)[:B]
         v = attn.v_proj(x).view(W, L, c.num_kv_heads, c.head_dim).transpose(1, 2)[:B]
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
-        end = cache.length + L
-        cache.keys[layer, :, :, cache.length:end] = k
-        cache.values[layer, :, :, cache.length:end] = v
-        out = _attend(q, cache.keys[layer, :, :, :end], cache.values[layer, :, :, :end], mask)
-        out = out.transpose(1, 2).reshape(B, L, -1)
-        if W > B:  # padding rows: any values do; row 0's keep the product at width W
-            out = torch.cat([out, out[:1].expand(W - B, -1, -1)])
-        return attn.o_proj(out)
+        return attn.o_proj(_attend_cached(q, k, v, cache, layer, mask, W))
 
     # ---- files -----------------------------------------------------------------------------------
     def save_pretrained(self, path: str | Path) -> None:
@@ -314,6 +306,18 @@ class KVCache:
         new.keys, new.values = self.keys.index_select(1, index), self.values.index_select(1, index)
         new.length = self.length
         return new
+
+
+def _attend_cached(q, k, v, cache: "KVCache", layer: int, mask, W: int) -> torch.Tensor:
+    """Append the B real rows' k, v (B, Hkv, L, hd) to the layer's cache and attend q (B, H, L, hd) over it:
+    (W, L, H * hd), rows B.. padding (any values do; row 0's keep the next product at width W)."""
+    B, L = q.shape[0], q.shape[2]
+    end = cache.length + L
+    cache.keys[layer, :, :, cache.length:end] = k
+    cache.values[layer, :, :, cache.length:end] = v
+    out = _attend(q, cache.keys[layer, :, :, :end], cache.values[layer, :, :, :end], mask)
+    out = out.transpose(1, 2).reshape(B, L, -1)
+    return torch.cat([out, out[:1].expand(W - B, -1, -1)]) if W > B else out
 
 
 MAX_BATCHED_ATTENTION_IDS = 16  # decode steps (1 id, or a frame's last code + end-of-frame + ego ids) and no more
