@@ -3,7 +3,7 @@
 # in openvica_sim/embedded/. Every step is this project's own command; rerunning resumes (finished steps are
 # skipped, training runs continue from their last checkpoint).
 #
-#   make embedded                      # = bash training/embedded.sh, on a 2-core CPU about two and a half hours
+#   make embedded                      # = bash training/embedded.sh, on a 2-core CPU about two hours
 #   OUT=/tmp/emb bash training/embedded.sh
 #   TOKENIZER=openvica_sim/embedded/bundle/tokenizer bash training/embedded.sh   # keep a trained TOK+DEC (skips 2-3)
 set -euo pipefail

@@ -101,8 +101,8 @@ PRESETS: dict[str, dict] = {
     "lwm-7b": {},
     # Same layout, small enough to train on the synthetic world and run 14 frames on 2 CPU cores in seconds.
     # rope_theta 10k: trained from scratch on 16-frame windows, so LWM's 1M-context base buys nothing.
-    # 2 layers: a CPU decode step is bound by reading the layers' weights and by per-op overhead, both per layer;
-    # 4 layers took a 14-frame rollout to 29-35 s on 2 cores, 2 layers to about 19 s (random weights, same run).
+    # 2 layers: a CPU decode step is bound by reading the layers' weights and by per-op overhead, both per layer.
+    # The embedded 14-frame rollout on 2 cores (`openvica rollout`, runs alternated): 4 layers 26-31 s, 2 layers 14-15 s.
     "tiny": dict(text_vocab_size=384, codebook_size=1024, vision_vocab_size=1216, hidden_size=256,
                  intermediate_size=704, num_layers=2, num_heads=4, num_kv_heads=4, rope_theta=10_000.0,
                  max_position_embeddings=8192),
