@@ -38,6 +38,7 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
 import ray
+import torch
 from ray.exceptions import ActorDiedError, ObjectLostError, RayActorError
 from tqdm.auto import tqdm
 
@@ -84,9 +85,13 @@ class SimulatorActor:
     Plain class; the pool makes it an actor with `ray.remote(SimulatorActor).options(...)` and its resources.
     """
 
-    def __init__(self, bundle: str, device: str, simulator_kwargs: dict):
+    def __init__(self, bundle: str, device: str, simulator_kwargs: dict, threads: int | None = None):
         from .bundle import load_bundle
 
+        if threads is not None:
+            # Ray sets OMP_NUM_THREADS to the actor's CPUs only when the driver's environment has none; an inherited
+            # OMP_NUM_THREADS=2 gave each of 2 actors on 2 cores 2 threads, and the pool ran at 0.35 of linear
+            torch.set_num_threads(threads)
         self.simulator = Simulator(load_bundle(bundle, device=device), **simulator_kwargs)
 
     def run(self, fn: Callable[[Simulator, list], list], items: list) -> list:
@@ -130,7 +135,7 @@ class SimulatorPool:
             An already initialised Ray is used as it is.
         max_restarts: how often Ray restarts each actor after its process died (it reloads the bundle).
         max_batch_failures: actor deaths one batch may meet before the map gives up on it.
-        cpus_per_actor: Ray CPUs each actor reserves (Ray also sets OMP_NUM_THREADS, so torch's threads, to it).
+        cpus_per_actor: Ray CPUs each actor reserves; a CPU actor runs that many torch threads (at least 1).
         calls_per_actor: calls in flight per actor: 2 keeps an actor busy while the next batch is shipped.
 
     Raises:
@@ -162,7 +167,8 @@ class SimulatorPool:
                 num_cpus=cpus_per_actor, num_gpus=gpus_per_actor if use_gpu else 0,
                 max_restarts=max_restarts, max_task_retries=0)  # retries are the driver's: on a living actor
             device = "cuda" if use_gpu else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES: "cuda" is the actor's own GPU
-            self._actors = [actor.remote(self.bundle, device, dict(simulator_kwargs or {}))
+            threads = None if use_gpu else max(1, int(cpus_per_actor))
+            self._actors = [actor.remote(self.bundle, device, dict(simulator_kwargs or {}), threads)
                             for _ in range(num_workers)]
             self._live = set(range(num_workers))
             self._probes: dict[ray.ObjectRef, int] = {}  # probe call -> actor, for actors that died mid-call
