@@ -181,10 +181,11 @@ class WorldModel(nn.Module):
     def _cpu_decode_weights(self) -> list[dict]:
         """Per layer, the weights of a decode step fused (q|k|v, gate|up) and transposed, rebuilt when any changes.
 
-        On a CPU a small model's decode step is bound by per-op overhead and small-M GEMMs (4 rows x 256 runs at
-        a third of a 1-row GEMV here), not by bytes: three products per layer instead of seven and no module calls
-        took the tiny WM's 14-frame rollout from 31.7 to 25-27 s on 2 cores. It copies the layer weights, which a
-        CPU model can afford; on a GPU that would be 13 GB for 7B, and launch overhead is CUDA graphs' job.
+        On a CPU a small model's decode step is bound by per-op overhead, small-M GEMMs (4 rows x 256 runs at a
+        third of a 1-row GEMV here) and reading the weights (the tiny preset's `num_layers` comment): three products
+        per layer instead of seven and no module calls took the 4-layer tiny WM's 14-frame rollout from 31.7 to
+        25-27 s on 2 cores. It copies the layer weights, which a CPU model can afford; on a GPU that would be 13 GB
+        for 7B, and launch overhead is CUDA graphs' job.
         The parameter list is taken once (walking the modules each step would cost 0.5 ms an id).
         """
         layers = self.llama.model.layers
