@@ -38,7 +38,7 @@ from gymnasium.vector.utils import batch_space
 from ray.exceptions import ActorDiedError
 
 from openvica_sim.bundle import FPS
-from openvica_sim.distributed import bundle_folder, check_resources, connect
+from openvica_sim.distributed import bundle_folder, check_resources, connect, use_reserved_cpus
 from openvica_sim.simulator import MIN_SEED_FRAMES, TRAINED_CONTEXT_FRAMES
 
 from .openvica_env import MAX_EPISODE_STEPS, RewardFn, check_actions
@@ -91,7 +91,7 @@ class RayVectorEnv(VectorEnv):
             check_resources(num_actors, cpus_per_actor, gpus, "lower num_actors or the CPUs/GPUs per actor, or "
                             "point RAY_ADDRESS at a larger cluster")
             host = ray.remote(_EnvHost).options(num_cpus=cpus_per_actor, num_gpus=gpus)
-            self._actors = [host.remote(rows.stop - rows.start, kwargs) for rows in self._rows]
+            self._actors = [host.remote(rows.stop - rows.start, kwargs, cpus_per_actor) for rows in self._rows]
             description = ray.get([actor.describe.remote() for actor in self._actors])[0]
         except ActorDiedError as e:  # the env's constructor raised in an actor: bad arguments, a bad bundle
             self.close_extras()
@@ -162,7 +162,8 @@ def _concatenate_infos(infos: tuple[dict, ...]) -> dict[str, Any]:
 class _EnvHost:
     """Inside one actor: a local `OpenViCAVectorEnv` with this actor's share of the sub-envs."""
 
-    def __init__(self, num_envs: int, kwargs: dict):
+    def __init__(self, num_envs: int, kwargs: dict, cpus: float):
+        use_reserved_cpus(cpus)
         self.env = OpenViCAVectorEnv(num_envs=num_envs, **kwargs)
 
     def describe(self) -> dict:

@@ -77,6 +77,18 @@ def bundle_folder(bundle: str | os.PathLike | None) -> str:
     return str(path)
 
 
+def use_reserved_cpus(cpus: float) -> None:
+    """In a Ray actor or task: run as many torch threads as the CPUs it reserved (at least 1).
+
+    Ray sets OMP_NUM_THREADS to them only when the driver's environment has none; an inherited OMP_NUM_THREADS=2
+    gave each of 2 pool actors on 2 cores 2 threads, and the pool ran at 0.35 of linear (0.85 with this).
+    """
+    torch.set_num_threads(max(1, int(cpus)))
+
+
+INGEST_TASK_CPUS = 1
+
+
 # ---- the actor --------------------------------------------------------------------------------------------------
 
 class SimulatorActor:
@@ -85,13 +97,10 @@ class SimulatorActor:
     Plain class; the pool makes it an actor with `ray.remote(SimulatorActor).options(...)` and its resources.
     """
 
-    def __init__(self, bundle: str, device: str, simulator_kwargs: dict, threads: int | None = None):
+    def __init__(self, bundle: str, device: str, simulator_kwargs: dict, cpus: float):
         from .bundle import load_bundle
 
-        if threads is not None:
-            # Ray sets OMP_NUM_THREADS to the actor's CPUs only when the driver's environment has none; an inherited
-            # OMP_NUM_THREADS=2 gave each of 2 actors on 2 cores 2 threads, and the pool ran at 0.35 of linear
-            torch.set_num_threads(threads)
+        use_reserved_cpus(cpus)
         self.simulator = Simulator(load_bundle(bundle, device=device), **simulator_kwargs)
 
     def run(self, fn: Callable[[Simulator, list], list], items: list) -> list:
@@ -135,7 +144,7 @@ class SimulatorPool:
             An already initialised Ray is used as it is.
         max_restarts: how often Ray restarts each actor after its process died (it reloads the bundle).
         max_batch_failures: actor deaths one batch may meet before the map gives up on it.
-        cpus_per_actor: Ray CPUs each actor reserves; a CPU actor runs that many torch threads (at least 1).
+        cpus_per_actor: Ray CPUs each actor reserves; it runs that many torch threads (at least 1).
         calls_per_actor: calls in flight per actor: 2 keeps an actor busy while the next batch is shipped.
 
     Raises:
@@ -167,8 +176,7 @@ class SimulatorPool:
                 num_cpus=cpus_per_actor, num_gpus=gpus_per_actor if use_gpu else 0,
                 max_restarts=max_restarts, max_task_retries=0)  # retries are the driver's: on a living actor
             device = "cuda" if use_gpu else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES: "cuda" is the actor's own GPU
-            threads = None if use_gpu else max(1, int(cpus_per_actor))
-            self._actors = [actor.remote(self.bundle, device, dict(simulator_kwargs or {}), threads)
+            self._actors = [actor.remote(self.bundle, device, dict(simulator_kwargs or {}), cpus_per_actor)
                             for _ in range(num_workers)]
             self._live = set(range(num_workers))
             self._probes: dict[ray.ObjectRef, int] = {}  # probe call -> actor, for actors that died mid-call
@@ -374,7 +382,8 @@ def ingest_on_ray(bdd_root: str | os.PathLike, split: str, out: str | os.PathLik
         if use_gpu:
             check_resources(1, 1, 1, "ingest on the CPU (--device cpu) or point RAY_ADDRESS at a cluster with "
                             "GPUs")  # tasks queue for the GPUs there are, but need one
-        task = ray.remote(_ingest_shard).options(num_cpus=1, num_gpus=1 if use_gpu else 0, max_retries=max_retries)
+        task = ray.remote(_ingest_shard).options(num_cpus=INGEST_TASK_CPUS, num_gpus=1 if use_gpu else 0,
+                                                 max_retries=max_retries)
         refs = {task.remote(bdd_root, split, out, load_encoder, (i, num_workers), ingest_kwargs): i
                 for i in range(num_workers)}
         reports = [None] * num_workers
@@ -398,4 +407,5 @@ def _ingest_shard(bdd_root: Path, split: str, out: Path, load_encoder: Callable[
     """One Ray task of `ingest_on_ray`: load the encoder, ingest one shard into its part."""
     from .data.ingest import ingest
 
+    use_reserved_cpus(INGEST_TASK_CPUS)
     return ingest(bdd_root, split, out, load_encoder(), shard=shard, progress=False, **ingest_kwargs)
