@@ -1,21 +1,24 @@
-"""The embedded default's quality on held-out synthetic clips (issue 7): one JSON line.
+"""The embedded default's quality on held-out synthetic clips, by the evaluation harness (`openvica eval video`):
+one JSON line of the numbers the README's embedded-default table gives, and the harness's full output in --out.
 
-- psnr_dec_db / psnr_vdec_db: TOK then DEC / VDEC against the frames (target: >= 24 dB).
-- wm_cross_entropy: the WM's teacher-forced next-code cross-entropy (nats), against log K (target: <= log K / 2).
-- rollout_mse_own / rollout_mse_other: a 14-frame rollout from each clip's first 2 frames, against the world's own
-  continuation and (mean) against the same frames of the other clips; rollout_nearer_own is the share of clips
-  whose rollout is nearer its own continuation than a different clip (target: all of them);
-  rollout_nearer_own_than_any the stricter share nearer their own than the most similar other clip.
-  copy_last_* are the same measures for a baseline that repeats the last seed frame (a static world).
+- psnr_dec_db / psnr_vdec_db: TOK then DEC / VDEC on the real frames (the transcoding rows).
+- surprise_real: the WM's teacher-forced surprise at the real continuation, nats per code (chance: log K).
+- rollout_mse / copy_last_mse: mean squared error of the rollout's frames (top-k of the bundle, VDEC) and of the
+  last seed frame repeated, against the real continuation; rollout_nearer_than_copy_last: share of clips whose
+  rollout is nearer than the copy (a world model that keeps the scene and moves it on wins here).
+- rollout_psnr_db, rollout_ssim, rollout_surprise: the rollout row's means; adherence: the ego-motion probe's
+  measures (`metrics.ego`) when the embedded probe is shipped.
 
-    .venv/bin/python benchmarks/embedded_quality.py --json                                # shipped bundle and seeds
+FID, FVD, CMMD and LPIPS need the published feature networks (not shipped): pass them as to `openvica eval video`.
+
+    .venv/bin/python benchmarks/embedded_quality.py --json                                # the 8 shipped clips
     .venv/bin/python benchmarks/embedded_quality.py --json --heldout runs/embedded/tokens-val.zarr   # all 12 clips
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,71 +27,68 @@ import torch
 
 from _common import device_name, emit, git_sha, log
 from openvica_sim import embedded
-from openvica_sim.bundle import load_bundle
-from openvica_sim.metrics.quality import continuation_distances, reconstruction_psnr, teacher_forced_cross_entropy
-from openvica_sim.simulator import Simulator
-
-CLIP_FRAMES, SEED_FRAMES = 16, 2
+from openvica_sim.evaluation import FeatureNetworks, VideoEvalSettings, evaluate_video
 
 
-def heldout_frames(source: str | None, max_clips: int | None) -> tuple[list[str], np.ndarray]:
-    """(clip ids, frames (C, 16, H, W, 3) uint8): the first 16 frames of each held-out clip."""
-    if source and (Path(source) / "zarr.json").is_file():  # a store ingested with --store-frames
-        import zarr
-
-        from openvica_sim.data.store import PARTS, TokenStore
-
-        clips = [c for c in TokenStore(source).clips if c["stop"] - c["start"] >= CLIP_FRAMES][:max_clips]
-        frames = [np.asarray(zarr.open_group(Path(source) / PARTS / c["part"], mode="r")["frames"]
-                             [c["start"]:c["start"] + CLIP_FRAMES]) for c in clips]
-        return [c["clip_id"] for c in clips], np.stack(frames)
-    from openvica_sim.envs.seeds import FolderSeedSource
-
-    seeds = FolderSeedSource(source or embedded.seeds_path())
-    ids = seeds.clip_ids[:max_clips]
-    return ids, np.stack([seeds.frames(i, CLIP_FRAMES) for i in ids])
+def summary(result: dict) -> dict:
+    rows = {(r["system"], r["k"], r["decoder"]): r for r in result["results"]}
+    s = result["settings"]
+    decoder = s["decoders"][0]
+    rollout = rows[(f"tok+wm+{decoder}", s["top_k"][0], decoder)]
+    copy = rows[("copy-last", None, None)]
+    own, baseline = np.asarray(rollout["per_clip"]["mse"]), np.asarray(copy["per_clip"]["mse"])
+    out = {"clips": s["num_clips"], "top_k": s["top_k"][0], "decoder": decoder,
+           "psnr_dec_db": rows.get(("tok+dec", None, "dec"), {}).get("psnr"),
+           "psnr_vdec_db": rows.get(("tok+vdec", None, "vdec"), {}).get("psnr"),
+           "surprise_real": rows[("tok+dec", None, "dec")]["surprise"],
+           "log_codebook_size": None,
+           "rollout_mse": rollout["mse"], "copy_last_mse": copy["mse"],
+           "rollout_nearer_than_copy_last": float(np.mean(own < baseline)),
+           "rollout_psnr_db": rollout["psnr"], "rollout_ssim": rollout["ssim"], "rollout_surprise": rollout["surprise"],
+           "fid": rollout["fid"], "fvd": rollout["fvd"], "cmmd": rollout["cmmd"], "lpips": rollout["lpips"]}
+    if result.get("adherence") and "replay" in result["adherence"]:
+        a = result["adherence"]
+        out["adherence"] = {"ratio": a["replay"]["ratio"], "replay_error_speed_mps": a["replay"]["replay_error_speed_mps"],
+                            "replay_error_yaw_rate_rps": a["replay"]["replay_error_yaw_rate_rps"],
+                            "counterfactual_accuracy": a["counterfactual"]["accuracy"],
+                            "left_vs_right": a["counterfactual"]["left_vs_right"],
+                            "action_conditioned": a["action_conditioned"]}
+    return out
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--bundle", default=None, help="bundle folder (default: the embedded bundle)")
-    p.add_argument("--heldout", default=None, help="held-out store with frames, or a seed-clip folder "
+    p.add_argument("--heldout", default=None, help="held-out store with frames, or a folder of clips "
                    "(default: the embedded seed clips)")
     p.add_argument("--clips", type=int, default=None, help="at most this many clips")
     p.add_argument("--top-k", type=int, default=None, help="rollout top-k (default: the bundle's)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="keep the harness's folder (metrics.json, report.md, pictures) here")
+    p.add_argument("--inception", default=None)
+    p.add_argument("--i3d", default=None)
+    p.add_argument("--clip-model", default=None)
+    p.add_argument("--lpips-net", default=None)
     p.add_argument("--json", action="store_true", help="only the JSON line on stdout")
     args = p.parse_args(argv)
     started = time.perf_counter()
-    bundle = load_bundle(args.bundle or embedded.bundle_path())
-    ids, frames = heldout_frames(args.heldout, args.clips)
-    log(f"{len(ids)} held-out clips of {CLIP_FRAMES} frames")
+    bundle = args.bundle or str(embedded.bundle_path())
+    probe = embedded.ego_probe_path()
+    settings = VideoEvalSettings(
+        bundle=bundle, clips=args.heldout or str(embedded.seeds_path()), limit=args.clips, seed=args.seed,
+        top_k=[args.top_k] if args.top_k else None, ego_probe=str(probe) if probe else None,
+        networks=FeatureNetworks(inception=args.inception, i3d=args.i3d, clip_model=args.clip_model,
+                                 lpips_net=args.lpips_net))
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="embedded-quality-"))
+    log(f"evaluating {bundle} on {settings.clips} into {out}")
+    result = evaluate_video(settings, out, progress=not args.json)
     record = {"bench": "embedded_quality", "git": git_sha(), "device": device_name(torch.device("cpu")),
-              "bundle": str(args.bundle or embedded.bundle_path()), "clips": len(ids)}
-    record["psnr_dec_db"] = reconstruction_psnr(bundle, frames, "tokenizer")
-    if bundle.video_decoder is not None:
-        record["psnr_vdec_db"] = reconstruction_psnr(bundle, frames, "video_decoder")
-    tokens = torch.stack([torch.cat([bundle.tokenizer.encode(x) for x in _preprocessed(clip)]) for clip in frames])
-    K = bundle.world_model.config.codebook_size
-    record["wm_cross_entropy"] = teacher_forced_cross_entropy(bundle, tokens)
-    record["log_codebook_size"] = math.log(K)
-    sim = Simulator(bundle, **({"top_k": args.top_k} if args.top_k else {"top_k": bundle.top_k}))
-    rollout = sim.rollout(frames[:, :SEED_FRAMES], CLIP_FRAMES - SEED_FRAMES,
-                          seeds=[args.seed + i for i in range(len(ids))], progress=not args.json)
-    real = frames[:, SEED_FRAMES:]
-    d = continuation_distances(rollout.frames, real)
-    copy = continuation_distances(np.repeat(frames[:, SEED_FRAMES - 1:SEED_FRAMES], len(real[0]), axis=1), real)
-    record.update(top_k=sim.top_k, rollout_mse_own=float(d["own"].mean()), rollout_mse_other=float(d["other"].mean()),
-                  rollout_nearer_own=d["nearer_own"], rollout_nearer_own_than_any=d["nearer_own_than_any"],
-                  copy_last_mse_own=float(copy["own"].mean()), copy_last_nearer_own_than_any=copy["nearer_own_than_any"],
-                  seconds=round(time.perf_counter() - started, 1))
+              "bundle": bundle, "out": str(out), **summary(result),
+              "seconds": round(time.perf_counter() - started, 1)}
+    from openvica_sim.bundle import read_meta
+
+    record["log_codebook_size"] = float(np.log(read_meta(bundle)["codebook_size"]))
     emit(record)
-
-
-def _preprocessed(clip: np.ndarray):
-    from openvica_sim.frames import preprocess
-
-    return preprocess(clip).split(16)
 
 
 if __name__ == "__main__":

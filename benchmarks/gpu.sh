@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # The 7B measurements on one GPU, in one call (a lent machine is short of time, not memory): the card's two
 # ceilings, a LoRA training step of lwm-7b on a 4,139-token sequence (tokens/s, peak memory, MFU), the engine's
-# decoding at batch 1, 8 and 32 against HF generate, and the Gymnasium env stepping with the video decoder.
+# decoding at batch 1, 8 and 32 against HF generate, the Gymnasium env stepping with the video decoder, and the
+# evaluation harness (`openvica eval video`) on 32 clips x 14 frames with a full-size random CLIP.
 # Every model has random weights: a random 7B decodes and trains exactly as fast as a trained one.
+# The fast-decoding steps (issue 18): which widths cuBLAS rounds alike, the gpu-marked tests (batch 1 = row of 8 and
+# 32; the compiled CUDA-graph step = eager, no recompiles), the compiled step at batch 1, wavefront 2, int8 weights
+# and the fp8 cache, and batch 32 at a full 16-frame context, each with its roofline. The first steps are the ones
+# only a GPU can answer; STEPS="..." reruns a subset. ~9 minutes in all.
 #
 #   OUT=runs/gpu bash benchmarks/gpu.sh                 # on a machine with torch+CUDA; JSON lines in $OUT/results.jsonl
 #
@@ -12,7 +17,8 @@
 # `pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 -d .whl ...`.
 set -u
 OUT=${OUT:-runs/gpu}; mkdir -p "$OUT"
-STEPS=${STEPS:-"train_wm wm_decode wm_generate env_step"}   # a subset, to rerun some
+STEPS=${STEPS:-"batch_invariance pytest_gpu wm_fast wm_quant wm_full_context eval_video"}  # 2026-11-30's: train_wm
+# wm_decode wm_generate env_step (STEPS="train_wm wm_decode wm_generate env_step" reruns them)
 export PYTHONUNBUFFERED=1
 PY=${PY:-python3}
 if [ -d .whl ]; then
@@ -52,6 +58,21 @@ step() {  # name, time limit (s), script and arguments: JSON lines to results.js
     timeout "$limit" "$PY" "$@" 2>"$OUT/$name.log" | tee -a "$OUT/results.jsonl"
     echo "== $name rc=${PIPESTATUS[0]}" >&2; tail -3 "$OUT/$name.log" >&2
 }
+step batch_invariance 60 benchmarks/batch_invariance.py --json --preset lwm-7b --device cuda --dtype bf16 --max-width 64
+if [[ " $STEPS " == *" pytest_gpu "* ]]; then
+    echo "== pytest_gpu" >&2
+    timeout 240 "$PY" -m pytest -q -m gpu tests/test_gpu.py -p no:cacheprovider > "$OUT/pytest_gpu.log" 2>&1
+    echo "{\"bench\": \"pytest_gpu\", \"rc\": $?, \"tail\": \"$(tail -1 "$OUT/pytest_gpu.log" | tr -d '"')\"}" \
+        | tee -a "$OUT/results.jsonl"
+fi
+step wm_fast 200 benchmarks/wm_decode.py --json --preset lwm-7b --device cuda --batch 1 --frames 2 --methods engine \
+    --compile --peak-bandwidth-gbs "$BW"
+step wm_fast 120 benchmarks/wm_decode.py --json --preset lwm-7b --device cuda --batch 1 8 --frames 2 --methods engine \
+    --wavefront 2 --peak-bandwidth-gbs "$BW"
+step wm_quant 150 benchmarks/wm_decode.py --json --preset lwm-7b --device cuda --batch 1 32 --frames 1 \
+    --methods engine --quant int8 --kv-dtype fp8 --peak-bandwidth-gbs "$BW"
+step wm_full_context 150 benchmarks/wm_decode.py --json --preset lwm-7b --device cuda --batch 32 --frames 1 \
+    --context-frames 14 --methods engine --peak-bandwidth-gbs "$BW"
 step train_wm 150 benchmarks/train_wm.py --json --preset lwm-7b --lora --device cuda --batch 1 2 --steps 3
 step wm_decode 180 benchmarks/wm_decode.py --json --preset lwm-7b --device cuda --batch 1 8 32 --frames 3 \
     --methods engine --peak-bandwidth-gbs "$BW"
@@ -59,3 +80,5 @@ step wm_generate 70 benchmarks/wm_decode.py --json --preset lwm-7b --device cuda
     --methods generate
 step env_step 120 benchmarks/env_step.py --json --preset lwm-7b --device cuda --num-envs 1 8 --steps 2 \
     --modes vector
+step eval_video 300 benchmarks/eval_video.py --json --preset lwm-7b --device cuda --clips 32 --frames 14 \
+    --top-k 100 1000 --batch-size 32 --full-clip

@@ -3,9 +3,10 @@
 DESIGN.md "Speed, by construction". Continues B clips by N frames after T random seed frames given as
 codes (no pixels, so no TOK), and times WM token generation only: VDEC decoding is excluded. Three ways:
 
-  engine    `Simulator.start(tokens=...)` then `Simulator._generate_frame` N times: exactly the WM path that
-            `Simulator.step` (and so the env) runs, without the VDEC decode and host copies step adds. Prefill
-            of the seed frames is timed (the prompt's KV is computed once per Simulator, during warm-up).
+  engine    `Simulator.start(tokens=...)` then `Simulator.predict` of N frames: exactly the WM path that
+            `Simulator.step` (and so the env) runs, without the VDEC decode and host copies step adds. The rates
+            time the generation; the prefill of the seed frames is timed apart ("prefill_seconds"; the prompt's
+            KV is computed once per Simulator, during warm-up).
             The engine decodes at least `min_rows` rows (4 by default, DESIGN.md "Determinism"): "rows".
   naive     every new token re-runs the whole sequence (prompt + seed frames + generated so far) through the
             LLaMA with no cache, top-k over the code rows, end-of-frame forced: the baseline for the KV
@@ -15,13 +16,18 @@ codes (no pixels, so no TOK), and times WM token generation only: VDEC decoding 
             vocabulary, end-of-frame not forced ("forces_eof": false), as the library baseline.
 
 One JSON line per (method, batch) on stdout; for lwm-7b (or with --peak-bandwidth-gbs) a last
-{"bench": "wm_decode_bound"} line with the batch-1 memory-bandwidth bound. Commands:
+{"bench": "wm_decode_bound"} line with the batch-1 memory-bandwidth bound, and on every engine line its roofline:
+the bytes a step must read (the weights the engine touches, once per forward, plus the KV cache of every real row
+over the positions in context) times the forwards per frame (256 raster, 15 w + 16 with --wavefront w), against
+the given bandwidth. --context-frames sets how many frames are in context when timing starts (the seed frames):
+2 is the paper's T, 14 puts the timed frames at the full 16-frame context (about 4,100 positions). Commands:
 
     .venv/bin/python benchmarks/wm_decode.py --preset tiny --batch 1 4 --frames 6 --json --threads 1
         # 2-core CPU: ~20 min, nearly all of it naive; --threads 1 when others share the CPU (spinning threads stall)
     .venv/bin/python benchmarks/wm_decode.py --preset test --batch 1 --frames 1
     .venv/bin/python benchmarks/wm_decode.py --preset lwm-7b --device cuda --dtype bf16 --batch 1 8 32 \\
         --frames 4 --naive-frames 1 --json
+    .venv/bin/python benchmarks/wm_decode.py --preset tiny --batch 1 --frames 2 --methods engine --wavefront 2 --json
 """
 
 from __future__ import annotations
@@ -46,7 +52,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
     p.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--frames", type=int, default=4, help="N frames generated after the seed frames")
-    p.add_argument("--seed-frames", type=int, default=MIN_SEED_FRAMES, help="T")
+    p.add_argument("--seed-frames", "--context-frames", dest="seed_frames", type=int, default=MIN_SEED_FRAMES,
+                   help="frames in context when timing starts (the seed frames; default 2, the paper's T); 14 times "
+                   "the last frames of a full 16-frame context")
+    p.add_argument("--wavefront", type=int, default=None, metavar="W", help="wavefront decoding of width W "
+                   "(Simulator(wavefront=W)); default raster")
+    p.add_argument("--compile", action="store_true", help="the compiled static decode step (Simulator(compile=True)); "
+                   "compiled and recorded in the warm-up, not timed")
+    p.add_argument("--quant", choices=["int8"], default=None, help="int8 weight-only world model (WorldModel.quantize)")
+    p.add_argument("--kv-dtype", choices=["fp8"], default=None, help="the float8 e4m3 KV cache (Simulator(kv_dtype=))")
     p.add_argument("--naive-frames", type=int, default=None, help="default: min(N, 2) for lwm-7b, else N")
     p.add_argument("--top-k", type=int, default=1000)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -62,6 +76,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.frames < 1 or args.seed_frames < MIN_SEED_FRAMES or min(args.batch) < 1:
         p.error(f"need --frames >= 1, --seed-frames >= {MIN_SEED_FRAMES} and --batch >= 1")
+    if args.seed_frames + args.frames > 16:
+        p.error(f"--context-frames {args.seed_frames} + --frames {args.frames} exceed the 16-frame context: the "
+                f"engine would slide and re-prefill inside the timed part")
     args.dtype = args.dtype or ("bf16" if args.device.startswith("cuda") else "fp32")
     if args.naive_frames is None:
         args.naive_frames = min(args.frames, 2) if args.preset == "lwm-7b" else args.frames
@@ -98,16 +115,18 @@ def seed_inputs(sim: Simulator, batch: int, seed_frames: int, seed: int):
     gen = torch.Generator().manual_seed(seed)
     K = sim.wm.config.codebook_size
     tokens = torch.randint(0, K, (batch, seed_frames, sim.grid, sim.grid), generator=gen).to(sim.device)
-    frames = sim._frame_ids(tokens, None).reshape(batch, -1)  # the engine's own frame layout
+    frames = sim.layout.frame_ids(tokens).reshape(batch, -1)  # the engine's own frame layout
     ids = torch.cat([sim.prompt_ids.expand(batch, -1), frames], dim=1)
     return tokens, ids, derive_seeds(seed, batch)
 
 
-def run_engine(sim: Simulator, tokens, seeds, frames: int) -> None:
-    # The env's WM path: Simulator.step calls _generate_frame, then decodes pixels (excluded here).
-    state = sim.start(tokens=tokens, seeds=seeds)
-    for _ in range(frames):
-        sim._generate_frame(state, None)
+def run_engine(sim: Simulator, tokens, seeds, frames: int, device: torch.device) -> dict:
+    """The env's WM path (`Simulator.step` = predict + decode; the decode is excluded): generation and prefill
+    seconds, apart (a compiled step's compilation and recording happen in `warm_up`, untimed)."""
+    state, prefill = timed(lambda: sim.start(tokens=tokens, seeds=seeds), device)
+    sim.warm_up(state)
+    _, seconds = timed(lambda: sim.predict(state, frames), device)
+    return {"seconds": seconds, "prefill_seconds": prefill}
 
 
 def run_naive(wm: WorldModel, ids: torch.Tensor, num_tokens: int, top_k: int, frame_length: int,
@@ -150,9 +169,10 @@ def measure(method: str, sim: Simulator, args, batch: int, device: torch.device)
     def naive(num_tokens: int):
         return run_naive(sim.wm, ids, num_tokens, k, n1, sim.context_frames, len(sim.prompt_ids), args.seed)
 
-    runs = {"engine": lambda frames: run_engine(sim, tokens, seeds, frames),
-            "naive": lambda frames: naive(frames * n1),
-            "generate": lambda frames: run_generate(sim.wm, ids, frames * n1, k, args.seed)}
+    runs = {"engine": lambda frames: run_engine(sim, tokens, seeds, frames, device),
+            "naive": lambda frames: {"seconds": timed(lambda: naive(frames * n1), device)[1]},
+            "generate": lambda frames: {"seconds": timed(lambda: run_generate(sim.wm, ids, frames * n1, k, args.seed),
+                                                         device)[1]}}
     warm = (lambda: naive(NAIVE_WARMUP_TOKENS)) if method == "naive" else (lambda: runs[method](1))
     frames = args.naive_frames if method == "naive" else args.frames
     record = {"method": method, "batch": batch, "rows": max(batch, sim.min_rows) if method == "engine" else batch,
@@ -162,23 +182,50 @@ def measure(method: str, sim: Simulator, args, batch: int, device: torch.device)
             warm()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        _, seconds = timed(lambda: runs[method](frames), device)
+        timing = runs[method](frames)
     except torch.cuda.OutOfMemoryError:
         return {**record, "error": "out of memory", "seconds": None, "tokens_per_s": None, "frames_per_s": None}
     finally:
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    record.update(seconds=seconds, tokens_per_s=batch * frames * n1 / seconds, frames_per_s=batch * frames / seconds)
+    seconds = timing["seconds"]
+    record.update(timing, tokens_per_s=batch * frames * n1 / seconds, frames_per_s=batch * frames / seconds)
     if device.type == "cuda":
         record["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    if method == "engine":
+        record["forwards_per_frame"] = forwards_per_frame(sim)
+        if args.peak_bandwidth_gbs is not None or args.preset == "lwm-7b":
+            record.update(roofline(sim, batch, args.seed_frames, frames, args.peak_bandwidth_gbs or 3350.0,
+                                   record["frames_per_s"]))
     return record
 
 
-def bound_record(wm: WorldModel, peak_gbs: float, frame_length: int) -> dict:
-    """Batch-1 decoding is memory bound: at best one read of the weights per token (DESIGN.md)."""
+def forwards_per_frame(sim: Simulator) -> int:
+    return sim.n if sim.schedule is None else sim.schedule.num_steps
+
+
+def roofline(sim: Simulator, batch: int, context_frames: int, frames: int, peak_gbs: float, measured: float) -> dict:
+    """The memory-bound frames/s of the timed frames: per forward the engine's weight reads plus the KV of every real
+    row over the mean number of positions in context, times the forwards per frame (module docstring)."""
+    weights = bound_record(sim.wm, peak_gbs, sim.bundle.frame_length, sim.kv_dtype)
+    n1 = sim.bundle.frame_length
+    mean_positions = len(sim.prompt_ids) + (context_frames + frames / 2) * n1
+    step_bytes = weights["engine_weight_bytes_per_token"] + batch * weights["kv_bytes_per_position"] * mean_positions
+    bound = peak_gbs * 1e9 / (step_bytes * forwards_per_frame(sim)) * batch
+    return {"roofline_bandwidth_gbs": peak_gbs, "roofline_bytes_per_forward": step_bytes,
+            "roofline_frames_per_s": bound, "roofline_fraction": measured / bound,
+            "context_positions_mean": mean_positions}
+
+
+def bound_record(wm: WorldModel, peak_gbs: float, frame_length: int, kv_dtype: str | None = None) -> dict:
+    """Batch-1 decoding is memory bound: at best one read of the weights per token (DESIGN.md). Int8 layers count
+    their int8 weights and scales; an fp8 cache one byte per value plus a float32 scale per head vector."""
+    from openvica_sim.models.world_model import Int8Linear
+
     cfg, elt = wm.config, next(wm.parameters()).element_size()
-    weights = sum(p.numel() * p.element_size() for p in wm.parameters())
+    tensors = list(wm.parameters()) + [t for m in wm.modules() if isinstance(m, Int8Linear) for t in (m.weight, m.scales)]
+    weights = sum(t.numel() * t.element_size() for t in tensors)
     # What the engine really reads per token: the embedding table is only indexed, the head only at the K code rows.
     engine_reads = (weights - (wm.llama.lm_head.weight.numel() + wm.llama.model.embed_tokens.weight.numel()) * elt
                     + cfg.codebook_size * cfg.hidden_size * elt)
@@ -187,7 +234,8 @@ def bound_record(wm: WorldModel, peak_gbs: float, frame_length: int) -> dict:
             "bound_tokens_per_s_batch1": bound, "bound_frames_per_s_batch1": bound / frame_length,
             "engine_weight_bytes_per_token": engine_reads,
             "bound_tokens_per_s_batch1_engine_reads": peak_gbs * 1e9 / engine_reads,
-            "kv_bytes_per_position": 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * elt,
+            "kv_bytes_per_position": 2 * cfg.num_layers * cfg.num_kv_heads * (
+                cfg.head_dim + 4 if kv_dtype == "fp8" else cfg.head_dim * elt),
             "note": "weights only; KV-cache reads (kv_bytes_per_position x context x rows) come on top"}
 
 
@@ -210,11 +258,15 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
     log(f"building a random {args.preset!r} bundle on {device} in {args.dtype} ...")
     bundle = build_bundle(args.preset, device, dtype, args.seed)
+    if args.quant:
+        bundle.world_model.quantize(args.quant)
     sim_kwargs = {} if args.min_rows is None else {"min_rows": args.min_rows}
-    sim = Simulator(bundle, top_k=args.top_k, **sim_kwargs)
+    sim = Simulator(bundle, top_k=args.top_k, wavefront=args.wavefront, compile=args.compile, kv_dtype=args.kv_dtype,
+                    **sim_kwargs)
     common = {"bench": "wm_decode", "git": git_sha(), "device": device_name(device), "dtype": args.dtype,
               "preset": args.preset, "seed_frames": args.seed_frames, "tokens_per_frame": bundle.frame_length,
-              "top_k": args.top_k, "warmup": args.warmup}
+              "top_k": args.top_k, "warmup": args.warmup, "wavefront": args.wavefront, "compile": args.compile,
+              "quant": args.quant, "kv_dtype": args.kv_dtype}
     if device.type == "cpu":
         common["threads"] = torch.get_num_threads()
     records = []
@@ -233,7 +285,8 @@ def main(argv=None) -> None:
                 records += rows
         if args.preset == "lwm-7b" or args.peak_bandwidth_gbs is not None:
             peak = 3350.0 if args.peak_bandwidth_gbs is None else args.peak_bandwidth_gbs
-            emit({**common, **bound_record(bundle.world_model, peak, bundle.frame_length), "bench": "wm_decode_bound"})
+            emit({**common, **bound_record(bundle.world_model, peak, bundle.frame_length, args.kv_dtype),
+                  "bench": "wm_decode_bound"})
     finally:
         if not args.json:
             print_table(records)

@@ -153,10 +153,11 @@ class EnvState:
 class SimulatorEnvMixin:
     """What the single and the vector env share: the bundle, its engine, the seed source, the action mapping."""
 
-    def _setup_simulator(self, bundle, seeds, top_k, temperature, device, decoder, context_frames) -> None:
+    def _setup_simulator(self, bundle, seeds, top_k, temperature, device, decoder, context_frames,
+                         wavefront=None) -> None:
         self.bundle = open_bundle(bundle, device)
         self.simulator = Simulator(self.bundle, top_k=top_k, temperature=temperature, decoder=decoder,
-                                   context_frames=context_frames)
+                                   context_frames=context_frames, wavefront=wavefront)
         self.seed_source = open_seed_source(seeds)
 
     @property
@@ -222,14 +223,17 @@ class OpenViCAEnv(SimulatorEnvMixin, gym.Env):
 
     ## Arguments
     `gym.make("OpenViCA-v0", bundle=None, seeds=None, top_k=None, temperature=1.0, device="cpu",
-    decoder=None, render_mode=None, reward_fn=None, seed_frames=2, context_frames=16, max_episode_steps=14)`:
+    decoder=None, render_mode=None, reward_fn=None, seed_frames=2, context_frames=16, wavefront=None,
+    max_episode_steps=14)`:
     `bundle` a bundle folder (default: the embedded tiny bundle), `seeds` a folder of clips (one subfolder
     of PNG/JPEG frames or one video per clip), a token store from `openvica data ingest --store-frames`
     (`*.zarr`, clips by their store ids) or a `SeedSource` (default: the embedded bundle's held-out clips),
     `top_k` and `temperature` the sampling (top_k None: the bundle's default; the paper recommends k = 1000), `device` where a bundle folder is
     loaded (a `Bundle` object stays where it is), `decoder` "video_decoder" or "tokenizer" (default: the video
     decoder when the bundle has one), `context_frames` the frames the world model sees at most (16, as
-    fine-tuned), `max_episode_steps` the TimeLimit (gymnasium's rule: None keeps the registered 14, -1 removes it).
+    fine-tuned), `wavefront` the width of wavefront decoding (row r of a frame's codes starts once row r - 1 has
+    that many: 15 w + 16 world-model forwards a frame instead of 256; None is raster, `Simulator`), `max_episode_steps`
+    the TimeLimit (gymnasium's rule: None keeps the registered 14, -1 removes it).
 
     ## Version history
     - v0: initial version (issue 3).
@@ -241,10 +245,10 @@ class OpenViCAEnv(SimulatorEnvMixin, gym.Env):
                  seeds: SeedSource | str | os.PathLike | None = None, top_k: int | None = None, temperature: float = 1.0,
                  device: str | torch.device = "cpu", decoder: str | None = None, render_mode: str | None = None,
                  reward_fn: RewardFn | None = None, seed_frames: int = MIN_SEED_FRAMES,
-                 context_frames: int = TRAINED_CONTEXT_FRAMES):
+                 context_frames: int = TRAINED_CONTEXT_FRAMES, wavefront: int | None = None):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode={render_mode!r}: choose one of {self.metadata['render_modes']} or None")
-        self._setup_simulator(bundle, seeds, top_k, temperature, device, decoder, context_frames)
+        self._setup_simulator(bundle, seeds, top_k, temperature, device, decoder, context_frames, wavefront)
         self.render_mode, self.reward_fn, self.seed_frames = render_mode, reward_fn, seed_frames
         size = self.bundle.frame_size
         self.observation_space = spaces.Box(0, 255, (size, size, 3), np.uint8)

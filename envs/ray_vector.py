@@ -69,7 +69,8 @@ class RayVectorEnv(VectorEnv):
                  use_gpu: bool = False, gpus_per_actor: float = 1, cpus_per_actor: float = 1,
                  address: str | None = None, decoder: str | None = None, render_mode: str | None = None,
                  reward_fn: RewardFn | None = None, seed_frames: int = MIN_SEED_FRAMES,
-                 context_frames: int = TRAINED_CONTEXT_FRAMES, max_episode_steps: int | None = MAX_EPISODE_STEPS):
+                 context_frames: int = TRAINED_CONTEXT_FRAMES, max_episode_steps: int | None = MAX_EPISODE_STEPS,
+                 wavefront: int | None = None):
         if not 1 <= num_actors <= num_envs:
             raise ValueError(f"num_actors={num_actors} must lie in 1..num_envs={num_envs}: every actor hosts at "
                              f"least one sub-env")
@@ -83,7 +84,7 @@ class RayVectorEnv(VectorEnv):
         kwargs = dict(bundle=bundle_folder(bundle), seeds=_absolute(seeds), top_k=top_k,
                       temperature=temperature, device="cuda" if use_gpu else "cpu", decoder=decoder,
                       render_mode=render_mode, reward_fn=reward_fn, seed_frames=seed_frames,
-                      context_frames=context_frames, max_episode_steps=max_episode_steps)
+                      context_frames=context_frames, max_episode_steps=max_episode_steps, wavefront=wavefront)
         self._owns_ray = connect(address)
         self._actors: list = []
         try:

@@ -70,7 +70,8 @@ class OpenViCAVectorEnv(SimulatorEnvMixin, VectorEnv):
                  seeds: SeedSource | str | os.PathLike | None = None, top_k: int | None = None, temperature: float = 1.0,
                  device: str | torch.device = "cpu", decoder: str | None = None, render_mode: str | None = None,
                  reward_fn: RewardFn | None = None, seed_frames: int = MIN_SEED_FRAMES,
-                 context_frames: int = TRAINED_CONTEXT_FRAMES, max_episode_steps: int | None = MAX_EPISODE_STEPS):
+                 context_frames: int = TRAINED_CONTEXT_FRAMES, max_episode_steps: int | None = MAX_EPISODE_STEPS,
+                 wavefront: int | None = None):
         if num_envs < 1:
             raise ValueError(f"num_envs={num_envs} must be at least 1")
         if max_episode_steps == -1:  # gym.make's "no TimeLimit", so the same kwargs work in every vectorization mode
@@ -80,7 +81,7 @@ class OpenViCAVectorEnv(SimulatorEnvMixin, VectorEnv):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode={render_mode!r}: choose one of {self.metadata['render_modes']} or None")
         self.num_envs, self.max_episode_steps = num_envs, max_episode_steps
-        self._setup_simulator(bundle, seeds, top_k, temperature, device, decoder, context_frames)
+        self._setup_simulator(bundle, seeds, top_k, temperature, device, decoder, context_frames, wavefront)
         self.render_mode, self.reward_fn, self.seed_frames = render_mode, reward_fn, seed_frames
         size = self.bundle.frame_size
         self.single_observation_space = gym.spaces.Box(0, 255, (size, size, 3), np.uint8)

@@ -24,6 +24,7 @@ import torch
 
 from . import __version__
 from .actions import ActionCoding
+from .models.sequence import SequenceLayout
 from .models.tokenizer import Tokenizer, create_tokenizer
 from .models.video_decoder import VideoDecoder
 from .models.world_model import PROMPT, WorldModel, build_text_tokenizer, create_world_model, encode_prompt
@@ -68,9 +69,15 @@ class Bundle:
         return self.tokenizer.config.tokens_per_frame
 
     @property
+    def layout(self) -> SequenceLayout:
+        """The WM's sequence layout: per frame [2 ego ids] + n codes + end-of-frame (`models.sequence`)."""
+        return SequenceLayout.of(self.world_model.config, self.tokenizer.config.tokens_per_side,
+                                 self.action_conditioned)
+
+    @property
     def frame_length(self) -> int:
-        """n': ids per frame in the WM sequence: [2 ego ids] + n codes + end-of-frame."""
-        return self.tokens_per_frame + 1 + (2 if self.action_conditioned else 0)
+        """n': ids per frame in the WM sequence."""
+        return self.layout.frame_length
 
     @property
     def action_coding(self) -> ActionCoding:
@@ -236,8 +243,10 @@ def read_meta(path: str | Path) -> dict:
 
 
 def load_bundle(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
-                decoder_dtype: torch.dtype = torch.float32, video_decoder: bool = True) -> Bundle:
-    """Load a bundle folder. `dtype` is the world model's (default: bf16 on CUDA, fp32 elsewhere).
+                decoder_dtype: torch.dtype = torch.float32, video_decoder: bool = True,
+                quant: str | None = None) -> Bundle:
+    """Load a bundle folder. `dtype` is the world model's (default: bf16 on CUDA, fp32 elsewhere); `quant="int8"`
+    keeps its decoder-block weights in int8 with per-channel scales (`WorldModel.quantize`; off by default).
 
     Raises:
         FileNotFoundError: the bundle or one of the parts its openvica.json lists is missing.
@@ -269,6 +278,8 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu", dtype: tor
         fps=float(meta.get("fps", FPS)),
         top_k=int(meta.get("sampling", {}).get("top_k", TOP_K)),
     )
+    if quant is not None:
+        bundle.world_model.quantize(quant)
     actual = {"frame_size": bundle.frame_size, "tokens_per_frame": bundle.tokens_per_frame,
               "codebook_size": bundle.world_model.config.codebook_size, "frame_length": bundle.frame_length}
     for key, value in actual.items():

@@ -9,6 +9,10 @@
     openvica convert lwm --params LWM-1M-Jax/params --tokenizer LWM-Text-1M/tokenizer.model --out wm/
     openvica convert vqgan --checkpoint LWM-1M-Jax/vqgan --out tok/
     openvica bundle create --tokenizer tok/ --world-model wm/ --out BUNDLE
+    openvica eval video --bundle BUNDLE --clips val-500.zarr --list val-500 --inception inception-2015-12-05.pt \
+        --i3d i3d_torchscript.pt --clip-model clip-vit-large-patch14-336/ --lpips-net alexnet.pth --out eval/
+    openvica eval images --bundle BUNDLE --images bdd100k/images/100k/val --out eval-images/
+    openvica synthetic store --out train.zarr --drives 96 --seconds 10
 """
 
 from __future__ import annotations
@@ -68,8 +72,9 @@ def rollout(args) -> int:
     with torch.no_grad():  # a block, not torch.set_grad_enabled(False): that would leak into callers of main()
         started = time.perf_counter()
         bundle = load_bundle(args.bundle, device=args.device)
-        sim = Simulator(bundle, top_k=args.top_k, temperature=args.temperature,
+        sim = Simulator(bundle, top_k=args.top_k, temperature=args.temperature, wavefront=args.wavefront,
                         decoder={"vdec": "video_decoder", "dec": "tokenizer", None: None}[args.decoder])
+        sim.profile = True  # the world model's and the decoder's seconds, reported below
         loaded = time.perf_counter()
         out = sim.rollout(seeds[None], args.steps, seeds=derive_seeds(args.seed, 1), progress=True)
         done = time.perf_counter()
@@ -79,9 +84,11 @@ def rollout(args) -> int:
     sheet = Path(args.sheet) if args.sheet else Path(args.out).with_suffix(".png")
     write_contact_sheet(sheet, [video], num_seed_frames=len(seed_view),
                         labels=[f"{Path(args.bundle).name}: {len(seed_view)} seed + {args.steps} predicted frames, "
-                                f"top-k {sim.top_k}, seed {args.seed}"])
+                                f"top-k {sim.top_k}, seed {args.seed}"
+                                + (f", wavefront {args.wavefront}" if args.wavefront else "")])
     print(json.dumps({"video": str(out_path), "contact_sheet": str(sheet), "seed_frames": len(seed_view),
-                      "frames": args.steps, "load_s": round(loaded - started, 2), "rollout_s": round(done - loaded, 2),
+                      "frames": args.steps, "wavefront": args.wavefront, "load_s": round(loaded - started, 2),
+                      "rollout_s": round(done - loaded, 2), "world_model_s": round(sim.timings.get("world_model", 0), 2),
                       "surprise_per_frame": np.round(out.surprise[0], 3).tolist()}))
     return 0
 
@@ -167,6 +174,92 @@ def convert_vqgan(args) -> int:
 _LWM_FLAGS = ("num_heads", "num_kv_heads", "rope_theta", "rms_norm_eps", "max_position_embeddings", "codebook_size")
 
 
+def synthetic_store(args) -> int:
+    from .data.synthetic_store import write_synthetic_store
+
+    if args.tokenizer:
+        from .models.tokenizer import Tokenizer
+
+        tokenizer = Tokenizer.from_pretrained(args.tokenizer, device=args.device)
+    else:
+        from .bundle import load_bundle
+
+        if args.bundle is None:
+            from . import embedded
+
+            args.bundle = embedded.bundle_path()
+        tokenizer = load_bundle(args.bundle, device=args.device, video_decoder=False).tokenizer
+    index = write_synthetic_store(args.out, tokenizer, num_drives=args.drives, seconds=args.seconds, fps=args.fps,
+                                  seed=args.seed, split=args.split)
+    print(f"{args.out}: {len(index['clips'])} synthetic drives, {index['num_frames']} frames (tokens, frames, ego "
+          f"motion, car boxes on every frame)")
+    return 0
+
+
+def _networks(args):
+    from .evaluation import FeatureNetworks
+
+    return FeatureNetworks(inception=args.inception, i3d=getattr(args, "i3d", None), clip_model=args.clip_model,
+                           lpips_net=args.lpips_net, lpips_linear=args.lpips_linear, device=args.device)
+
+
+def eval_video(args) -> int:
+    import torch
+
+    from .evaluation import VideoEvalSettings, evaluate_video
+
+    if args.bundle is None:
+        from . import embedded
+
+        args.bundle = str(embedded.bundle_path())
+    if args.clips is None:
+        from . import embedded
+
+        args.clips = str(embedded.seeds_path())
+    settings = VideoEvalSettings(
+        bundle=args.bundle, clips=args.clips, list=args.list, limit=args.limit, seed_frames=args.seed_frames,
+        num_frames=args.frames, start_frame=args.start_frame, top_k=args.top_k, decoders=args.decoder,
+        temperature=args.temperature, seed=args.seed, transcode=not args.no_transcode, batch_size=args.batch_size,
+        wavefront=args.wavefront,
+        device=args.device, dtype=args.dtype, num_workers=args.num_workers, use_gpu=args.use_gpu,
+        networks=_networks(args), ego_probe=args.ego_probe)
+    with torch.no_grad():
+        result = evaluate_video(settings, args.out)
+    print(json.dumps({"out": args.out, "seconds": result["settings"]["seconds"],
+                      "results": [{k: r[k] for k in ("system", "k", "decoder", "fid", "fvd", "cmmd", "psnr", "lpips",
+                                                     "surprise")} for r in result["results"]]}))
+    return 0
+
+
+def eval_images(args) -> int:
+    import torch
+
+    from .evaluation import ImageEvalSettings, evaluate_images
+
+    if args.bundle is None:
+        from . import embedded
+
+        args.bundle = str(embedded.bundle_path())
+    settings = ImageEvalSettings(bundle=args.bundle, images=args.images, limit=args.limit,
+                                 batch_size=args.batch_size, device=args.device, networks=_networks(args))
+    with torch.no_grad():
+        result = evaluate_images(settings, args.out)
+    print(json.dumps({"out": args.out, "seconds": result["settings"]["seconds"], **result["results"][0]}))
+    return 0
+
+
+def _network_flags(parser, video: bool) -> None:
+    g = parser.add_argument_group("feature networks (local files; a metric whose file is not given is skipped)")
+    g.add_argument("--inception", metavar="PATH", help="FID: inception-2015-12-05.pt (StyleGAN2-ADA's TorchScript)")
+    if video:
+        g.add_argument("--i3d", metavar="PATH", help="FVD: i3d_torchscript.pt (StyleGAN-V's TorchScript)")
+    g.add_argument("--clip-model", metavar="DIR", help="CMMD: a transformers CLIP ViT-L/14-336 folder")
+    g.add_argument("--lpips-net", metavar="PATH", help="LPIPS: torchvision AlexNet (alexnet-owt-7be5be79.pth) or "
+                   "VGG16 (vgg16-397923af.pth) weights")
+    g.add_argument("--lpips-linear", metavar="PATH", help="LPIPS v0.1 linear layers (default: the alex.pth / vgg.pth "
+                   "that the installed torchmetrics ships)")
+
+
 def synthetic_bdd100k(args) -> int:
     from .data.bdd_layout import write_bdd100k
 
@@ -234,6 +327,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="top-k sampling (default: the bundle's; the paper's 7B system: 1000, Table V)")
     r.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0 = greedy)")
     r.add_argument("--seed", type=int, default=0, help="sampler seed: same seed, same video")
+    r.add_argument("--wavefront", type=int, default=None, metavar="W",
+                   help="wavefront decoding: row r of a frame starts once row r-1 has W codes (15W+16 world-model "
+                   "forwards a frame instead of 256; W=2: 5.6x fewer); default raster")
     r.add_argument("--decoder", choices=["vdec", "dec"], default=None,
                    help="vdec: 3D video decoder (default when present); dec: image decoder (TOK+WM+DEC)")
     r.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
@@ -335,6 +431,57 @@ def _parser() -> argparse.ArgumentParser:
     scenario_mine.add_parser(sc)
     scenario_harness.add_parser(sc)
 
+    e = sub.add_parser("eval", help="evaluate a bundle: the paper's metrics and protocol (Tables II-VI)").add_subparsers(
+        title="eval commands")
+    ev = e.add_parser("video", help="rollouts vs the real continuation: FID/FVD/CMMD, PSNR/SSIM/LPIPS per frame, "
+                      "top-k sweep, DEC vs VDEC, ego-command adherence",
+                      description="The paper's video protocol: from each clip's T seed frames predict N frames and "
+                      "compare them with the clip's real continuation (Tables IV-VI), with the transcoding rows "
+                      "(TOK+DEC, TOK+VDEC, no WM) as references; an ego-motion probe adds command adherence. Writes "
+                      "OUT/metrics.json, OUT/report.md, plots and samples.png; rollouts are cached per clip in "
+                      "OUT/rollouts/, so a killed run resumes. The guide: docs/evaluate.md.")
+    ev.add_argument("--bundle", default=None, help="simulator bundle (default: the embedded default)")
+    ev.add_argument("--clips", default=None, help="a token store ingested with --store-frames, or a folder of clips "
+                    "(default: the embedded default's held-out seed clips)")
+    ev.add_argument("--list", default=None, help="'val-500' (the paper's 500 validation clips) or a file of clip ids")
+    ev.add_argument("--limit", type=int, default=None, help="at most this many clips")
+    ev.add_argument("--seed-frames", type=int, default=2, help="T (default 2)")
+    ev.add_argument("--frames", type=int, default=14, help="N, frames predicted per clip (default 14)")
+    ev.add_argument("--start-frame", type=int, default=0, help="where each clip's window starts (default 0)")
+    ev.add_argument("--top-k", type=int, nargs="+", default=None,
+                    help="one or more k (Table V: 1 10 100 1000 8192); default the bundle's")
+    ev.add_argument("--decoder", nargs="+", choices=["vdec", "dec"], default=None,
+                    help="decoders to score (Table VI); default both the bundle has")
+    ev.add_argument("--no-transcode", action="store_true", help="skip the TOK+DEC / TOK+VDEC reference rows")
+    ev.add_argument("--temperature", type=float, default=1.0)
+    ev.add_argument("--seed", type=int, default=0, help="sampler seed: clip i samples with sha256(seed:clip id)")
+    ev.add_argument("--wavefront", type=int, default=None, metavar="W", help="decode by the wavefront schedule of "
+                    "width W (`openvica rollout --wavefront`); default raster")
+    ev.add_argument("--ego-probe", metavar="DIR", default=None,
+                    help="ego-motion probe folder (training/probe.py) for command adherence")
+    _network_flags(ev, video=True)
+    ev.add_argument("--batch-size", type=int, default=8, help="clips per engine call")
+    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                    help="the world model's (default: bf16 on CUDA, fp32 on CPU)")
+    ev.add_argument("--num-workers", type=int, default=0,
+                    help="Ray simulator actors for the rollouts (RAY_ADDRESS or a local cluster); 0: this process")
+    ev.add_argument("--use-gpu", action="store_true", help="with --num-workers: one GPU per actor")
+    ev.add_argument("--out", required=True, help="output folder")
+    ev.set_defaults(run=eval_video)
+    ei = e.add_parser("images", help="TOK+DEC reconstruction of single images (Tables II-III)",
+                      description="Encode and decode each image with the bundle's TOK and DEC and compare with the "
+                      "preprocessed image: PSNR, SSIM, MS-SSIM, LPIPS per image, FID and CMMD of the set. Writes "
+                      "OUT/metrics.json and OUT/report.md. The guide: docs/evaluate.md.")
+    ei.add_argument("--bundle", default=None, help="simulator bundle (default: the embedded default)")
+    ei.add_argument("--images", required=True, help="a folder of PNG/JPEG images, or a store with frames")
+    ei.add_argument("--limit", type=int, default=None, help="at most this many images")
+    _network_flags(ei, video=False)
+    ei.add_argument("--batch-size", type=int, default=16)
+    ei.add_argument("--device", default="cpu")
+    ei.add_argument("--out", required=True, help="output folder")
+    ei.set_defaults(run=eval_images)
+
     s = sub.add_parser("synthetic", help="the synthetic driving world").add_subparsers(title="synthetic commands")
     sf = s.add_parser("frames", help="render one synthetic clip as PNG frames (seed frames for demos)")
     sf.add_argument("--out", required=True)
@@ -354,6 +501,22 @@ def _parser() -> argparse.ArgumentParser:
     sb.add_argument("--corrupt", type=int, default=0, help="make the last N videos undecodable (robustness tests)")
     sb.add_argument("--without-info", type=int, default=0, help="drop the info file of N videos")
     sb.set_defaults(run=synthetic_bdd100k)
+    ss = s.add_parser("store", help="render synthetic drives straight into a token store (frames, tokens, ego "
+                      "motion, car boxes on every frame)",
+                      description="Render drives of the synthetic world at the model's 256x256 view (the view the "
+                      "BDD100K-layout videos give after preprocessing, without the video coding) and tokenise them "
+                      "into a store like `openvica data ingest --store-frames` writes; reruns add missing drives.")
+    ss.add_argument("--out", required=True, help="the store, e.g. synthetic-train.zarr")
+    ss.add_argument("--drives", type=int, default=8, help="number of drives (default 8)")
+    ss.add_argument("--seconds", type=float, default=10.0, help="length of each drive (default 10)")
+    ss.add_argument("--fps", type=float, default=4.0)
+    ss.add_argument("--seed", type=int, default=0, help="drive i depends on (seed, i) only, as `synthetic bdd100k`")
+    ss.add_argument("--split", default="train", choices=["train", "val", "test"])
+    tok = ss.add_mutually_exclusive_group()
+    tok.add_argument("--bundle", help="bundle whose tokenizer encodes the frames (default: the embedded default's)")
+    tok.add_argument("--tokenizer", help="or a tokenizer folder")
+    ss.add_argument("--device", default="cpu")
+    ss.set_defaults(run=synthetic_store)
     return p
 
 

@@ -29,18 +29,22 @@ def mix64(x: torch.Tensor) -> torch.Tensor:
     return x ^ _shr(x, 31)
 
 
-def uniform(seeds: torch.Tensor, position: int, ids: torch.Tensor) -> torch.Tensor:
-    """U(0, 1) in float64 from hash(seed, position, id): seeds (B,), ids (B, k) -> (B, k)."""
-    pos = torch.tensor(position, dtype=torch.int64, device=seeds.device)
+def uniform(seeds: torch.Tensor, position: int | torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """U(0, 1) in float64 from hash(seed, position, id): seeds (B,), ids (B, k) -> (B, k). `position` is an int, an
+    int64 tensor of one element on the seeds' device (the engine's: no host-to-device copy per token), or one
+    position per row (B,) (several codes of a frame drawn at once: each exactly as if drawn alone)."""
+    pos = position if torch.is_tensor(position) else torch.tensor(position, dtype=torch.int64, device=seeds.device)
+    pos = pos.reshape(()) if pos.numel() == 1 else pos.view(-1, 1)
     h = mix64(mix64(seeds.view(-1, 1) + pos * _GOLDEN) + ids)
     return (_shr(h, 11).double() + 0.5) / float(1 << 53)
 
 
-def sample_top_k(logits: torch.Tensor, seeds: torch.Tensor, position: int, top_k: int,
+def sample_top_k(logits: torch.Tensor, seeds: torch.Tensor, position: int | torch.Tensor, top_k: int,
                  temperature: float) -> torch.Tensor:
     """Draw one id per row from softmax(logits / temperature) restricted to its top_k entries.
 
-    logits (B, K), seeds (B,) int64 -> ids (B,) int64. temperature 0 or top_k 1 is greedy.
+    logits (B, K), seeds (B,) int64, position: one for all rows or one per row (B,) -> ids (B,) int64. temperature 0
+    or top_k 1 is greedy.
     """
     k = min(top_k, logits.shape[-1])
     values, ids = logits.topk(k, dim=-1)  # (B, k), sorted, so greedy is column 0

@@ -102,3 +102,19 @@ def ray_cluster():
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def feature_networks(tmp_path_factory):
+    """Tiny random Inception, I3D, CLIP and LPIPS backbones in the real file formats."""
+    from openvica_sim.metrics.random_networks import write_feature_networks
+
+    return write_feature_networks(tmp_path_factory.mktemp("feature-networks"))
+
+
+@pytest.fixture(scope="session")
+def synthetic_clips():
+    """Six clips of 8 frames of the synthetic world, 256x256: smooth motion, for metrics that must see it."""
+    from openvica_sim.data.synthetic import random_drive, render_clip
+
+    return np.stack([render_clip(random_drive(np.random.default_rng(100 + i)), 8) for i in range(6)])

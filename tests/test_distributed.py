@@ -126,6 +126,23 @@ def test_an_error_raised_by_the_pool_function_propagates_with_its_message(pool, 
         pool.run(rollout_batch, mixed, batch_size=2, progress=False)
 
 
+def test_eval_video_rollouts_on_the_pool_equal_the_in_process_evaluation(pool, bundle_dir, tmp_path):
+    from openvica_sim import embedded
+    from openvica_sim.evaluation import VideoEvalSettings, evaluate_video
+
+    common = dict(bundle=bundle_dir, clips=str(embedded.seeds_path()), limit=3, num_frames=2, top_k=[1, 20],
+                  decoders=["dec"], transcode=False, batch_size=2)
+    local = evaluate_video(VideoEvalSettings(**common), tmp_path / "local", progress=False)
+    remote = evaluate_video(VideoEvalSettings(**common), tmp_path / "ray", progress=False, pool=pool)
+    cached = sorted((tmp_path / "local" / "rollouts").rglob("*.npz"))
+    assert len(cached) == 6  # 3 clips x 2 values of k
+    for path in cached:
+        twin = tmp_path / "ray" / path.relative_to(tmp_path / "local")
+        with np.load(path) as want, np.load(twin) as got:
+            np.testing.assert_array_equal(got["tokens"], want["tokens"], err_msg=str(path))
+    assert remote["results"] == local["results"]
+
+
 def test_pool_refuses_a_loaded_bundle_and_names_the_fix(cluster, test_bundle):
     with pytest.raises(TypeError, match="save_bundle"):
         SimulatorPool(test_bundle, num_workers=1)

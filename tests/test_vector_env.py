@@ -116,3 +116,24 @@ def test_render_returns_every_sub_envs_current_frame(bundle_dir):
     obs, _ = envs.reset(seed=0)
     frames = envs.render()
     assert len(frames) == 2 and all(np.array_equal(f, o) for f, o in zip(frames, obs))
+
+
+def test_a_vector_env_gives_the_same_frames_whatever_torch_thread_count(bundle_dir):
+    """Frames are defined at the codecs' fixed thread count (simulator.CODEC_THREADS), the world model's tokens do
+    not depend on it here: so a Ray actor's one thread reproduces a laptop's two (issue 18, point 4)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    actions = np.zeros((2, 4, 2), np.float32)
+    runs = []
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            envs = gym.make_vec(ENV_ID, num_envs=4, vectorization_mode="vector_entry_point", bundle=bundle_dir,
+                                seeds=SyntheticSeedSource(num_clips=4, num_frames=4))
+            runs.append([r[0] for r in _run(envs, 0, actions)])  # the observations
+            envs.close()
+    finally:
+        torch.set_num_threads(threads)
+    for one, two in zip(*runs):
+        np.testing.assert_array_equal(one, two)

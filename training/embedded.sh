@@ -50,4 +50,14 @@ step "7. the bundle, and into the package with 8 held-out seed clips"
 "$BIN/openvica" bundle create --tokenizer "$OUT/tok/tokenizer" --world-model "$OUT/wm/world_model" \
     --video-decoder "$OUT/vdec/video_decoder" --top-k "$TOP_K" --out "$OUT/bundle"
 "$BIN/python" -m openvica_sim.embedded --bundle "$OUT/bundle" --heldout "$OUT/tokens-val.zarr" --clips 8
-step "done: $OUT/bundle, shipped in openvica_sim/embedded/ (step times: $TIMES)"
+
+step "8. the ego-motion probe (openvica eval video --ego-probe): the same drives rendered straight at the model's view"
+for split in train val; do
+    [ "$split" = train ] && args="--drives 96 --seed 0" || args="--drives 12 --seed 1"
+    [ -f "$OUT/probe-$split.zarr/index.json" ] || "$BIN/openvica" synthetic store --out "$OUT/probe-$split.zarr" \
+        --seconds 10 --split $split --bundle "$OUT/bundle" $args
+done
+"$BIN/python" training/probe.py data.store="$OUT/probe-train.zarr" data.val_store="$OUT/probe-val.zarr" \
+    run.dir="$OUT/probe" trainer.max_steps=4000 optim.decay_steps=3900
+mkdir -p openvica_sim/embedded/ego_probe && cp "$OUT/probe/ego_probe/"* openvica_sim/embedded/ego_probe/
+step "done: $OUT/bundle and $OUT/probe, shipped in openvica_sim/embedded/ (step times: $TIMES)"

@@ -6,7 +6,7 @@
         scaling=cluster scaling.num_workers=8 run.dir=/shared/runs/wm
 
 A sample is the fixed prompt then T + N = 16 frames of [ego ids] + 256 codes + end-of-frame (the engine's layout,
-`world_model.frame_ids`). The loss counts the code targets only: prompt targets are fixed text, end-of-frame
+`models.sequence.SequenceLayout`). The loss counts the code targets only: prompt targets are fixed text, end-of-frame
 targets are forced at inference, ego ids are given (see `losses.world_model_loss`). With data.action_conditioned,
 each frame's ego ids come from the store's speed and yaw rate, replaced by "unknown" with probability
 trainer.action_dropout (DESIGN.md "Ego conditioning").
@@ -27,8 +27,8 @@ from omegaconf import DictConfig
 from openvica_sim.actions import ActionCoding
 from openvica_sim.data.loaders import TokenWindows
 from openvica_sim.losses import world_model_loss
-from openvica_sim.models.world_model import (PROMPT, WorldModel, build_text_tokenizer, create_world_model,
-                                             encode_prompt, frame_ids)
+from openvica_sim.models.sequence import SequenceLayout
+from openvica_sim.models.world_model import PROMPT, WorldModel, build_text_tokenizer, create_world_model, encode_prompt
 from openvica_sim.training.common import (RunFolder, adamw, batches, check, clip_grad, gather_checkpoint, is_sharded,
                                           launch, load_optimizer_state, load_trainable_state, lr_at, prepare,
                                           progress, report, resolve, set_lr, step_generator, worker_context)
@@ -92,13 +92,12 @@ def make_batch(batch: dict, prompt_ids: list[int], config, coding: ActionCoding 
         ids = torch.as_tensor(coding.vision_ids(batch["speed_mps"].numpy(), batch["yaw_rate_rps"].numpy()))
         drop = torch.rand(B, F, generator=generator) < dropout  # 10 % "unknown": robust to missing ego data
         ego = torch.where(drop[..., None], torch.as_tensor(coding.unknown_ids((B, F))), ids).to(device)
-    frames = frame_ids(config, codes, ego).reshape(B, -1)  # (B, F n')
+    layout = SequenceLayout.of(config, codes.shape[-1], coding is not None)
+    frames = layout.frame_ids(codes, ego).reshape(B, -1)  # (B, F n')
     prompt = torch.tensor(prompt_ids, device=device).expand(B, -1)  # (B, M)
     sequence = torch.cat([prompt, frames], dim=1)
     inputs, targets = sequence[:, :-1], sequence[:, 1:]
-    first_code = config.vision_id(0)
-    mask = (targets >= first_code) & (targets < first_code + config.codebook_size)
-    return inputs, targets, mask
+    return inputs, targets, layout.code_targets(targets)
 
 
 def train_loop(cfg: dict) -> None:

@@ -180,3 +180,54 @@ class FrameWindows(_StoreWindows):
     def _sample(self, rows, clip_id, start):
         return {"frames": preprocess(rows["frames"]), "tokens": torch.from_numpy(rows["tokens"].astype(np.int64)),
                 "clip_id": clip_id, "start": start}
+
+
+class EgoFrameWindows(_StoreWindows):
+    """Ego-motion probe windows (`training/probe.py`): `window` consecutive frames and the ego motion of the last one,
+    the store's motion over its frame step. Windows whose last frame's speed or yaw rate is unknown are left out.
+
+    A sample: {"frames": float32 (W, 3, 256, 256) in [-1, 1], "speed_mps", "yaw_rate_rps": float32 () of the last
+    frame, "clip_id", "start"}.
+
+    Raises:
+        ValueError: the store was ingested without --store-frames, or has too few labelled windows.
+    """
+
+    keys = ("frames", "speed_mps", "yaw_rate_rps")
+    needs_frames = True
+
+    def __init__(self, store: TokenStore | str | os.PathLike, window: int = 2, stride: int = 1, seed: int = 0,
+                 rank: int = 0, world_size: int = 1, shuffle: bool = True):
+        super().__init__(store, window, stride, seed, rank, world_size, shuffle)
+        known = {}
+        for part in sorted({c["part"] for c in self.clips}):
+            group = zarr.open_group(self.path / PARTS / part, mode="r")
+            known[part] = np.isfinite(np.asarray(group["speed_mps"])) & np.isfinite(np.asarray(group["yaw_rate_rps"]))
+        self.windows = [(i, s) for i, s in self.windows
+                        if known[self.clips[i]["part"]][self.clips[i]["start"] + s + self.window - 1]]
+        if len(self.windows) < max(1, self.world_size):
+            raise ValueError(f"{self.path} has {len(self.windows)} windows of {self.window} frames with known ego "
+                             f"motion, too few for world_size={self.world_size}; ingest clips with info files")
+        self.set_epoch(0)
+
+    def _sample(self, rows, clip_id, start):
+        return {"frames": preprocess(rows["frames"]), "speed_mps": torch.tensor(float(rows["speed_mps"][-1])),
+                "yaw_rate_rps": torch.tensor(float(rows["yaw_rate_rps"][-1])), "clip_id": clip_id, "start": start}
+
+
+def ego_statistics(store: TokenStore | str | os.PathLike) -> dict[str, float]:
+    """Mean and std of the known per-frame ego motion of a store: {"speed_mean_mps", "speed_std_mps",
+    "yaw_mean_rps", "yaw_std_rps"} (the ego-motion probe's label standardisation)."""
+    store = store if isinstance(store, TokenStore) else TokenStore(store)
+    speed, yaw = [], []
+    for part in sorted({c["part"] for c in store.clips}):
+        group = zarr.open_group(Path(store.path) / PARTS / part, mode="r")
+        rows = np.concatenate([np.arange(c["start"], c["stop"]) for c in store.clips if c["part"] == part])
+        speed.append(np.asarray(group["speed_mps"])[rows])
+        yaw.append(np.asarray(group["yaw_rate_rps"])[rows])
+    speed, yaw = np.concatenate(speed), np.concatenate(yaw)
+    known = np.isfinite(speed) & np.isfinite(yaw)
+    if known.sum() < 2:
+        raise ValueError(f"{store.path} has {int(known.sum())} frames with known ego motion; the probe needs labels")
+    return {"speed_mean_mps": float(speed[known].mean()), "speed_std_mps": float(max(speed[known].std(), 1e-3)),
+            "yaw_mean_rps": float(yaw[known].mean()), "yaw_std_rps": float(max(yaw[known].std(), 1e-4))}

@@ -2,6 +2,7 @@
 
     bundle/          openvica.json, tokenizer/, world_model/, video_decoder/ (the `tiny` family, safetensors)
     seeds/<clip>/    held-out synthetic clips, 16 frames each (000000.jpg ...), never seen in training
+    ego_probe/       the ego-motion probe of the synthetic world (training/probe.py) with its held-out accuracy
     RECIPE.json      how the bundle was made: the command, seeds, training time, the measured quality
 
 `gym.make("OpenViCA-v0")` and `openvica rollout` without --bundle use it. It is made by `make embedded`
@@ -21,6 +22,7 @@ ROOT = Path(__file__).resolve().parent
 BUNDLE = ROOT / "bundle"
 SEEDS = ROOT / "seeds"
 RECIPE = ROOT / "RECIPE.json"
+EGO_PROBE = ROOT / "ego_probe"
 SEED_CLIP_FRAMES = 16  # T + N = 2 + 14: the seed frames and the world's own continuation
 
 
@@ -42,6 +44,11 @@ def seeds_path() -> Path:
         raise FileNotFoundError(f"the embedded seed clips are missing from {SEEDS}; rebuild them with "
                                 f"`make embedded`")
     return SEEDS
+
+
+def ego_probe_path() -> Path | None:
+    """The shipped ego-motion probe's folder (`openvica eval video --ego-probe`), or None in a build without it."""
+    return EGO_PROBE if (EGO_PROBE / "model.safetensors").is_file() else None
 
 
 def ship(bundle: str | Path, heldout: str | Path, num_clips: int = 8) -> None:

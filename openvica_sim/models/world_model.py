@@ -9,7 +9,7 @@ LWM-Chat-1M keeps separate text and vision embeddings and heads; we merge them i
     id  V_text + K + 2 + ...             ego-command ids (openvica_sim.actions), then unused ids
 
 A sequence is the fixed prompt, then per frame [ego command (2 ids, action-conditioned bundles only)]
-+ n = 256 codes + end-of-frame, i.e. n' = 257 (or 259) ids per frame.
++ n = 256 codes + end-of-frame, i.e. n' = 257 (or 259) ids per frame (`models.sequence.SequenceLayout`).
 
 Dimensions: B batch, L sequence length, D hidden size, K codebook size.
 """
@@ -160,22 +160,63 @@ class WorldModel(nn.Module):
         start = cache.length
         if start + L > cache.max_len:
             raise ValueError(f"{L} new ids at position {start} overflow the cache of {cache.max_len}")
-        if W < cache.rows:
-            raise ValueError(f"{W} rows of ids for a cache of {cache.rows} rows; pass at least one row per cache row")
+        positions = torch.arange(start, start + L, device=input_ids.device)
+        # causal within the new ids, everything before them visible; a single id sees all: no mask at all
+        mask = None if L == 1 else (torch.arange(start + L, device=input_ids.device)[None] <= positions[:, None])
+        hidden = self._cached_layers(input_ids, positions, cache, mask, None)
+        cache.length = start + L
+        return hidden
+
+    def forward_at(self, input_ids: torch.Tensor, positions: list[int], cache: "KVCache",
+                   visible: torch.Tensor) -> torch.Tensor:
+        """Hidden states (W, L, D) of ids at the given positions, in any order and not necessarily contiguous
+        (wavefront decoding, `models.sequence.Wavefront`): their keys and values are written at those positions,
+        then each id attends to the cache positions its row of `visible` (L, max(positions) + 1) marks.
+        `cache.length` grows to the furthest position written."""
+        W, L = input_ids.shape
+        end = max(positions) + 1
+        if end > cache.max_len:
+            raise ValueError(f"position {end - 1} overflows the cache of {cache.max_len}")
+        if tuple(visible.shape) != (L, end):
+            raise ValueError(f"visible must be (L, max position + 1) = ({L}, {end}), got {tuple(visible.shape)}")
+        index = torch.as_tensor(positions, device=input_ids.device)
+        hidden = self._cached_layers(input_ids, index, cache, visible, (index, end))
+        cache.length = max(cache.length, end)
+        return hidden
+
+    def _cached_layers(self, input_ids, positions: torch.Tensor, cache: "KVCache", mask, at) -> torch.Tensor:
         model = self.llama.model
         x = model.embed_tokens(input_ids)
-        positions = torch.arange(start, start + L, device=x.device)[None]
-        cos, sin = model.rotary_emb(x, positions)
-        # causal within the new ids, everything before them visible; a single id sees all: no mask at all
-        mask = None if L == 1 else (torch.arange(start + L, device=x.device)[None] <= positions[0, :, None])
+        cos, sin = model.rotary_emb(x, positions[None])
         if x.device.type == "cpu":
             for i, weights in enumerate(self._cpu_decode_weights()):
-                x = self._cpu_layer(weights, x, cos, sin, cache, i, mask)
+                x = self._cpu_layer(weights, x, cos, sin, cache, i, mask, at)
         else:
             for i, layer in enumerate(model.layers):
-                x = x + self._attention(layer.self_attn, layer.input_layernorm(x), cos, sin, cache, i, mask)
+                x = x + self._attention(layer.self_attn, layer.input_layernorm(x), cos, sin, cache, i, mask, at)
                 x = x + layer.mlp(layer.post_attention_layernorm(x))
-        cache.length = start + L
+        return model.norm(x)
+
+    def hidden_states_at(self, input_ids: torch.Tensor, positions: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+        """Last-layer hidden states (B, L, D) of a whole sequence whose ids sit at `positions` (L,) and attend where
+        `visible` (L, L) is True (key j visible to query i), uncached: the reference of `forward_at` and of
+        teacher-forced surprise under a wavefront schedule. With positions arange(L) and a causal mask it equals
+        `hidden_states` (transformers' forward)."""
+        model = self.llama.model
+        x = model.embed_tokens(input_ids)
+        cos, sin = model.rotary_emb(x, positions[None])
+        c = self.config
+        B, L, _ = x.shape
+        for layer in model.layers:
+            attn = layer.self_attn
+            h = layer.input_layernorm(x)
+            q = attn.q_proj(h).view(B, L, c.num_heads, c.head_dim).transpose(1, 2)
+            k = attn.k_proj(h).view(B, L, c.num_kv_heads, c.head_dim).transpose(1, 2)
+            v = attn.v_proj(h).view(B, L, c.num_kv_heads, c.head_dim).transpose(1, 2)
+            q, k = apply_rotary_pos_emb(q, k, cos, sin)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=visible, enable_gqa=c.num_kv_heads != c.num_heads)
+            x = x + attn.o_proj(out.transpose(1, 2).reshape(B, L, -1))
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
         return model.norm(x)
 
     def _cpu_decode_weights(self) -> list[dict]:
@@ -186,25 +227,28 @@ class WorldModel(nn.Module):
         per layer instead of seven and no module calls took the 4-layer tiny WM's 14-frame rollout from 31.7 to
         25-27 s on 2 cores. It copies the layer weights, which a CPU model can afford; on a GPU that would be 13 GB
         for 7B, and launch overhead is CUDA graphs' job.
-        The parameter list is taken once (walking the modules each step would cost 0.5 ms an id).
+        The parameter list is taken once (walking the modules each step would cost 0.5 ms an id). Int8 layers
+        (`quantize`) are dequantized into these copies: on a CPU that is the quantised model's exact arithmetic
+        in fp32, which is what measuring its quality cost needs.
         """
         layers = self.llama.model.layers
         if self._cpu_params is None:
-            self._cpu_params = list(layers.parameters())
+            self._cpu_params = list(layers.parameters()) + list(layers.buffers())
         version = tuple((p.data_ptr(), p._version) for p in self._cpu_params)
         if self._cpu_weights_version != version:
             with torch.no_grad():
+                a, m = "self_attn", "mlp"
+                w = lambda layer, block, name: _dense_weight(getattr(getattr(layer, block), name))  # noqa: E731
                 self._cpu_weights = [dict(
                     in_norm=layer.input_layernorm.weight.detach(), post_norm=layer.post_attention_layernorm.weight.detach(),
-                    qkv=torch.cat([layer.self_attn.q_proj.weight, layer.self_attn.k_proj.weight,
-                                   layer.self_attn.v_proj.weight]).t().contiguous(),
-                    o=layer.self_attn.o_proj.weight.t().contiguous(),
-                    gate_up=torch.cat([layer.mlp.gate_proj.weight, layer.mlp.up_proj.weight]).t().contiguous(),
-                    down=layer.mlp.down_proj.weight.t().contiguous()) for layer in layers]
+                    qkv=torch.cat([w(layer, a, "q_proj"), w(layer, a, "k_proj"), w(layer, a, "v_proj")]).t().contiguous(),
+                    o=w(layer, a, "o_proj").t().contiguous(),
+                    gate_up=torch.cat([w(layer, m, "gate_proj"), w(layer, m, "up_proj")]).t().contiguous(),
+                    down=w(layer, m, "down_proj").t().contiguous()) for layer in layers]
             self._cpu_weights_version = version
         return self._cpu_weights
 
-    def _cpu_layer(self, w: dict, x, cos, sin, cache: "KVCache", layer: int, mask) -> torch.Tensor:
+    def _cpu_layer(self, w: dict, x, cos, sin, cache: "KVCache", layer: int, mask, at) -> torch.Tensor:
         """One decoder layer of `forward_cached` with `_cpu_decode_weights`: the same function as transformers'."""
         W, L, D = x.shape
         B, c = cache.rows, self.config
@@ -214,20 +258,41 @@ class WorldModel(nn.Module):
         half = c.head_dim // 2  # rotary position embedding of queries and keys at once, as transformers computes it
         qk = qk * cos[:, None] + torch.cat([-qk[..., half:], qk[..., :half]], dim=-1) * sin[:, None]
         q, k = qk.split([c.num_heads, c.num_kv_heads], dim=1)
-        out = _attend_cached(q, k, v, cache, layer, mask, W).reshape(W * L, -1)
+        out = _attend_cached(q, k, v, cache, layer, mask, W, at).reshape(W * L, -1)
         x = x + (out @ w["o"]).view(W, L, D)
         h = F.rms_norm(x, (D,), w["post_norm"], c.rms_norm_eps).reshape(W * L, D)
         gate, up = (h @ w["gate_up"]).split(c.intermediate_size, dim=-1)
         return x + ((F.silu(gate) * up) @ w["down"]).view(W, L, D)
 
-    def _attention(self, attn, x, cos, sin, cache: "KVCache", layer: int, mask) -> torch.Tensor:
+    def _attention(self, attn, x, cos, sin, cache: "KVCache", layer: int, mask, at) -> torch.Tensor:
         W, L, _ = x.shape
         B, c = cache.rows, self.config
         q = attn.q_proj(x).view(W, L, c.num_heads, c.head_dim).transpose(1, 2)[:B]  # (B, heads, L, head_dim)
         k = attn.k_proj(x).view(W, L, c.num_kv_heads, c.head_dim).transpose(1, 2)[:B]
         v = attn.v_proj(x).view(W, L, c.num_kv_heads, c.head_dim).transpose(1, 2)[:B]
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
-        return attn.o_proj(_attend_cached(q, k, v, cache, layer, mask, W))
+        return attn.o_proj(_attend_cached(q, k, v, cache, layer, mask, W, at))
+
+    def quantize(self, mode: str) -> "WorldModel":
+        """Weight-only int8 (`mode="int8"`): every linear layer of the decoder blocks keeps its weight as int8 with one
+        scale per output channel (`Int8Linear`, gpt-fast's scheme), half the bytes of bf16 to read per token; the
+        embedding and the head stay as they are. In place; returns the model.
+
+        Raises:
+            ValueError: an unknown mode.
+        """
+        if mode != "int8":
+            raise ValueError(f"quantize mode={mode!r}: the one weight quantisation is 'int8' (weight-only)")
+        for layer in self.llama.model.layers:
+            for block, names in (("self_attn", ("q_proj", "k_proj", "v_proj", "o_proj")),
+                                 ("mlp", ("gate_proj", "up_proj", "down_proj"))):
+                owner = getattr(layer, block)
+                for name in names:
+                    linear = getattr(owner, name)
+                    if not isinstance(linear, Int8Linear):
+                        setattr(owner, name, Int8Linear(linear))
+        self._cpu_params, self._cpu_weights_version = None, None
+        return self
 
     # ---- files -----------------------------------------------------------------------------------
     def save_pretrained(self, path: str | Path) -> None:
@@ -274,11 +339,38 @@ class WorldModel(nn.Module):
         return config
 
 
+class Int8Linear(nn.Module):
+    """A linear layer with its weight in int8 and one scale per output channel: y = (x W_q^T) * s, with
+    W_q = round(W / s) and s = max |W_row| / 127. Weight-only: activations stay in the compute dtype."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        if linear.bias is not None:
+            raise ValueError("Int8Linear quantises bias-free layers (LLaMA's); this one has a bias")
+        weight = linear.weight.detach().float()
+        scale = weight.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / 127.0  # (out, 1)
+        self.register_buffer("weight", (weight / scale).round().clamp(-127, 127).to(torch.int8))
+        self.register_buffer("scales", scale[:, 0].to(linear.weight.dtype))
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight.to(x.dtype)) * self.scales.to(x.dtype)
+
+    def dequantized(self) -> torch.Tensor:
+        """The weight it computes with, (out, in), in the scales' dtype."""
+        return self.weight.to(self.scales.dtype) * self.scales[:, None]
+
+
+def _dense_weight(linear: nn.Module) -> torch.Tensor:
+    return linear.dequantized() if isinstance(linear, Int8Linear) else linear.weight
+
+
 class KVCache:
     """Keys and values of every layer for B rows, preallocated to `max_len` positions (gpt-fast style).
 
     keys, values: (layers, B, kv_heads, max_len, head_dim); positions [0, length) are filled. Only real rows
-    have a cache: the engine's padding rows attend to nothing (`WorldModel.forward_cached`).
+    have a cache: the engine's padding rows attend to nothing (`WorldModel.forward_cached`). `write` and `read` are
+    how attention uses it (`FP8KVCache` stores them in 8 bits).
     """
 
     def __init__(self, config: WorldModelConfig, rows: int, max_len: int, dtype: torch.dtype,
@@ -296,29 +388,101 @@ class KVCache:
     def max_len(self) -> int:
         return self.keys.shape[3]
 
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor, start: int | None = None,
+              index: torch.Tensor | None = None) -> None:
+        """Store k, v (B, Hkv, L, hd) at positions start .. start + L, or at the positions `index` (L,)."""
+        if index is None:
+            self.keys[layer, :, :, start:start + k.shape[2]] = k
+            self.values[layer, :, :, start:start + k.shape[2]] = v
+        else:
+            self.keys[layer].index_copy_(2, index, k)
+            self.values[layer].index_copy_(2, index, v)
+
+    def read(self, layer: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (B, Hkv, end, hd) of positions [0, end), in the compute dtype."""
+        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+
     def fill_prefix(self, other: "KVCache") -> None:
         """Copy the filled positions of a one-row cache (the prompt) into every row; forget the rest."""
         n = other.length
-        self.keys[:, :, :, :n] = other.keys[:, :1, :, :n]
-        self.values[:, :, :, :n] = other.values[:, :1, :, :n]
+        for mine, theirs in zip(self._tensors(), other._tensors()):
+            mine[:, :, :, :n] = theirs[:, :1, :, :n]
         self.length = n
 
     def gather(self, index: torch.Tensor) -> "KVCache":
         """A new cache whose row i is row index[i] of this one (a copy when index is arange)."""
-        new = KVCache.__new__(KVCache)
-        new.keys, new.values = self.keys.index_select(1, index), self.values.index_select(1, index)
-        new.length = self.length
+        new = type(self).__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        for name in self._tensor_names:
+            tensor = getattr(self, name)
+            setattr(new, name, _bits(tensor).index_select(1, index).view(tensor.dtype))
         return new
 
+    _tensor_names = ("keys", "values")
 
-def _attend_cached(q, k, v, cache: "KVCache", layer: int, mask, W: int) -> torch.Tensor:
-    """Append the B real rows' k, v (B, Hkv, L, hd) to the layer's cache and attend q (B, H, L, hd) over it:
+    def _tensors(self) -> list[torch.Tensor]:
+        return [getattr(self, name) for name in self._tensor_names]
+
+
+FP8_MAX = 448.0  # the largest finite float8 e4m3 value
+
+
+class FP8KVCache(KVCache):
+    """A KV cache in float8 e4m3 with one float32 scale per layer, row, head and position (amax / 448 of that
+    head's vector): half the bytes of bf16 per position (the 7B's 0.5 MiB per position and clip becomes about
+    0.25), read back as `dtype`. Off by default (`Simulator(kv_dtype="fp8")`); on a CPU it measures the quality
+    cost (Delta nats per code) that the GPU's memory saving comes with."""
+
+    _tensor_names = ("keys", "values", "key_scales", "value_scales")
+
+    def __init__(self, config: WorldModelConfig, rows: int, max_len: int, dtype: torch.dtype,
+                 device: torch.device | str):
+        shape = (config.num_layers, rows, config.num_kv_heads, max_len, config.head_dim)
+        self.keys = torch.zeros(shape, dtype=torch.float8_e4m3fn, device=device)
+        self.values = torch.zeros(shape, dtype=torch.float8_e4m3fn, device=device)
+        self.key_scales = torch.ones((*shape[:-1], 1), dtype=torch.float32, device=device)
+        self.value_scales = torch.ones((*shape[:-1], 1), dtype=torch.float32, device=device)
+        self.dtype, self.length = dtype, 0
+
+    def write(self, layer, k, v, start=None, index=None) -> None:
+        (k8, ks), (v8, vs) = fp8_quantize(k), fp8_quantize(v)
+        if index is None:
+            stop = start + k.shape[2]
+            self.keys[layer, :, :, start:stop], self.key_scales[layer, :, :, start:stop] = k8, ks
+            self.values[layer, :, :, start:stop], self.value_scales[layer, :, :, start:stop] = v8, vs
+        else:
+            for store, value in ((self.keys, k8), (self.key_scales, ks), (self.values, v8), (self.value_scales, vs)):
+                _bits(store[layer]).index_copy_(2, index, _bits(value))  # torch 2.13's CPU has no float8 index_copy
+
+    def read(self, layer, end):
+        k = self.keys[layer, :, :, :end].to(self.dtype) * self.key_scales[layer, :, :, :end].to(self.dtype)
+        v = self.values[layer, :, :, :end].to(self.dtype) * self.value_scales[layer, :, :, :end].to(self.dtype)
+        return k, v
+
+
+def _bits(x: torch.Tensor) -> torch.Tensor:
+    """float8 tensors as their bytes (uint8) for the index ops torch's CPU lacks for float8; others as they are."""
+    return x.view(torch.uint8) if x.dtype == torch.float8_e4m3fn else x
+
+
+def fp8_quantize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (..., hd) -> (float8 e4m3 values, float32 scales (..., 1)) with x ~ values * scales, per vector."""
+    scale = (x.detach().abs().amax(dim=-1, keepdim=True).float() / FP8_MAX).clamp_min(1e-12)
+    return (x.float() / scale).to(torch.float8_e4m3fn), scale
+
+
+def _attend_cached(q, k, v, cache: "KVCache", layer: int, mask, W: int, at=None) -> torch.Tensor:
+    """Write the B real rows' k, v (B, Hkv, L, hd) into the layer's cache, after its filled part or, with `at` =
+    (position index (L,), end), at those positions, and attend q (B, H, L, hd) over the cache up to there:
     (W, L, H * hd), rows B.. padding (any values do; row 0's keep the next product at width W)."""
     B, L = q.shape[0], q.shape[2]
-    end = cache.length + L
-    cache.keys[layer, :, :, cache.length:end] = k
-    cache.values[layer, :, :, cache.length:end] = v
-    out = _attend(q, cache.keys[layer, :, :, :end], cache.values[layer, :, :, :end], mask)
+    if at is None:
+        end = cache.length + L
+        cache.write(layer, k, v, start=cache.length)
+    else:
+        index, end = at
+        cache.write(layer, k, v, index=index)
+    out = _attend(q, *cache.read(layer, end), mask)
     out = out.transpose(1, 2).reshape(B, L, -1)
     return torch.cat([out, out[:1].expand(W - B, -1, -1)]) if W > B else out
 
@@ -345,17 +509,6 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tenso
     if mask is not None:
         scores = scores.masked_fill(~mask.repeat(G, 1), float("-inf"))
     return (scores.softmax(dim=-1) @ v).reshape(B, H, L, hd)
-
-
-def frame_ids(config: WorldModelConfig, codes: torch.Tensor, ego_ids: torch.Tensor | None = None) -> torch.Tensor:
-    """The sequence layout of frames: codes (..., F, h, w) [+ ego vision ids (..., F, 2)] -> merged ids (..., F, n'):
-    per frame [ego speed, ego yaw] + h*w codes + end-of-frame. The engine and the training loop both use it."""
-    flat = codes.reshape(*codes.shape[:-2], -1)  # (..., F, n)
-    parts = [config.vision_id(flat), torch.full((*flat.shape[:-1], 1), config.end_of_frame_id, dtype=torch.long,
-                                                device=codes.device)]
-    if ego_ids is not None:
-        parts.insert(0, config.vision_id(ego_ids))
-    return torch.cat(parts, dim=-1)
 
 
 def create_world_model(preset: str = "tiny", seed: int = 0, dtype: torch.dtype = torch.float32,
