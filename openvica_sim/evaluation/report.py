@@ -121,39 +121,42 @@ def images_markdown(result: dict) -> str:
         ""])
 
 
+TITLES = {"psnr": "PSNR (dB)", "ssim": "SSIM", "lpips": "LPIPS", "surprise": "surprise (nats)", "fid": "FID",
+          "fvd": "FVD", "cmmd": "CMMD"}
+
+
 def _plot_per_frame(path: Path, rows: list[dict]) -> str | None:
     metrics = [m for m in ("psnr", "ssim", "lpips", "surprise") if any(m in r["per_frame"] for r in rows)]
-    if not metrics:
-        return None
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
+    def draw(ax, metric):
         for row in rows:
             values = row["per_frame"].get(metric)
             if values:
-                ax.plot(range(1, len(values) + 1), values, marker="o", markersize=3,
-                        linestyle="--" if row["decoder"] == "dec" else "-",
+                ax.plot(range(1, len(values) + 1), values, marker="o", markersize=3, linestyle=_style(row["decoder"]),
                         label=f"{SYSTEM_NAMES.get(row['system'], row['system'])} {_k(row['k'], 'k=')}")
-        ax.set_xlabel("predicted frame (0.25 s each)")
-        ax.set_title({"psnr": "PSNR (dB)", "ssim": "SSIM", "lpips": "LPIPS", "surprise": "surprise (nats)"}[metric])
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
+
+    return _panels(path, metrics, draw, "predicted frame (0.25 s each)") if metrics else None
 
 
 def _plot_top_k(path: Path, rows: list[dict]) -> str | None:
     wm = [r for r in rows if r["k"] is not None]
-    ks = sorted({r["k"] for r in wm})
     metrics = [m for m in ("fid", "fvd", "cmmd", "psnr") if any(r.get(m) is not None for r in wm)]
-    if len(ks) < 2 or not metrics:
+    if len({r["k"] for r in wm}) < 2 or not metrics:
         return None
+
+    def draw(ax, metric):
+        for system in sorted({r["system"] for r in wm}):
+            points = sorted((r["k"], r[metric]) for r in wm if r["system"] == system and r[metric] is not None)
+            if points:
+                ax.plot(*zip(*points), marker="o", linestyle=_style(system.rsplit("+", 1)[-1]),
+                        label=SYSTEM_NAMES.get(system, system))
+        ax.set_xscale("log")
+
+    return _panels(path, metrics, draw, "top-k")
+
+
+def _panels(path: Path, metrics: list[str], draw, xlabel: str) -> str:
+    """One panel per metric, `draw(ax, metric)` filling each; saved as PNG at `path`; returns its file name."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -161,20 +164,20 @@ def _plot_top_k(path: Path, rows: list[dict]) -> str | None:
 
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
-        for system in sorted({r["system"] for r in wm}):
-            points = sorted((r["k"], r[metric]) for r in wm if r["system"] == system and r[metric] is not None)
-            if points:
-                ax.plot(*zip(*points), marker="o", linestyle="--" if system.endswith("dec") and "vdec" not in system
-                        else "-", label=SYSTEM_NAMES.get(system, system))
-        ax.set_xscale("log")
-        ax.set_xlabel("top-k")
-        ax.set_title(metric.upper() if metric != "psnr" else "PSNR (dB)")
+        draw(ax, metric)
+        ax.set_xlabel(xlabel)
+        ax.set_title(TITLES[metric])
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path.name
+
+
+def _style(decoder: str | None) -> str:
+    """DEC rows dashed, the rest solid."""
+    return "--" if decoder == "dec" else "-"
 
 
 def _k(k, prefix: str = "") -> str:
