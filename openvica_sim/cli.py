@@ -190,7 +190,7 @@ def synthetic_store(args) -> int:
             args.bundle = embedded.bundle_path()
         tokenizer = load_bundle(args.bundle, device=args.device, video_decoder=False).tokenizer
     index = write_synthetic_store(args.out, tokenizer, num_drives=args.drives, seconds=args.seconds, fps=args.fps,
-                                  seed=args.seed, split=args.split)
+                                  seed=args.seed, split=args.split, world=args.world)
     print(f"{args.out}: {len(index['clips'])} synthetic drives, {index['num_frames']} frames (tokens, frames, ego "
           f"motion, car boxes on every frame)")
     return 0
@@ -511,6 +511,9 @@ def _parser() -> argparse.ArgumentParser:
     ss.add_argument("--seconds", type=float, default=10.0, help="length of each drive (default 10)")
     ss.add_argument("--fps", type=float, default=4.0)
     ss.add_argument("--seed", type=int, default=0, help="drive i depends on (seed, i) only, as `synthetic bdd100k`")
+    ss.add_argument("--world", choices=["commanded", "cruise"], default="commanded",
+                    help="commanded: an ego that changes speed and lane and swerves, on bending roads (default); "
+                    "cruise: a lane keeper on a road of constant bend (`synthetic bdd100k`'s drives)")
     ss.add_argument("--split", default="train", choices=["train", "val", "test"])
     tok = ss.add_mutually_exclusive_group()
     tok.add_argument("--bundle", help="bundle whose tokenizer encodes the frames (default: the embedded default's)")

@@ -57,10 +57,12 @@ def test_weather_and_time_of_day():
         render_drive(Drive(weather="hail"), 1)
 
 
-def test_ego_motion_ground_truth():
+def test_ego_motion_ground_truth_is_the_mean_motion_over_each_frame_step():
     clip = render_drive(Drive(speed_mps=3.0, yaw_rate_rps=0.06, accel_mps2=-2.0), 5, fps=2.0, height=32, width=32)
-    np.testing.assert_allclose(clip.speed_mps, [3.0, 2.0, 1.0, 0.0, 0.0])
-    np.testing.assert_allclose(clip.yaw_rate_rps, 0.02 * clip.speed_mps, rtol=1e-6)  # curvature 0.06 / 3 per metre
+    # frame 0 the start; then the mean speed over (t - 0.5 s, t]: 2.5, 1.5, 0.5, 0 (to the 1/40 s integration step)
+    np.testing.assert_allclose(clip.speed_mps, [3.0, 2.5, 1.5, 0.5, 0.0], atol=0.03)
+    np.testing.assert_allclose(clip.yaw_rate_rps, 0.02 * clip.speed_mps, rtol=1e-5, atol=1e-9)  # curvature 0.06/3
+    np.testing.assert_allclose(clip.lateral_m, 0.0, atol=1e-9)  # a lane keeper on the legacy road stays centred
 
 
 def test_hd_frame_and_contact_sheet(tmp_path):
@@ -96,10 +98,37 @@ def test_bdd100k_layout(tmp_path):
     assert stamps == sorted(set(stamps)) and stamps[0] == info["startTime"] and len(info["gyro"]) == len(stamps)
     drive = manifest["drives"][ids[0]]
     speeds = drive.speed_at((np.array(stamps) - info["startTime"]) / 1000)
-    np.testing.assert_allclose([loc["speed"] for loc in info["locations"]], speeds, atol=1e-6)
+    # the info file follows the rendered ego: its speed is the mean over the 1/30 s before each sample
+    np.testing.assert_allclose([loc["speed"] for loc in info["locations"]], speeds, atol=0.03)
     lat, lon = (np.radians([loc[k] for loc in info["locations"]]) for k in ("latitude", "longitude"))
     step_m = 6_371_000 * np.hypot(np.diff(lat), np.diff(lon) * np.cos(lat[0]))  # metres driven each second
     np.testing.assert_allclose(step_m, drive.distance_at(1.0), rtol=0.05, atol=0.1)
     for loc in info["locations"]:
         assert loc["course"] == -1 if loc["speed"] < 0.5 else 0 <= loc["course"] < 360
     assert FPS == 30
+
+
+def test_commands_steer_the_ego_and_show_in_the_frames():
+    from openvica_sim.data.synthetic import render_commands
+
+    drive = Drive(speed_mps=12.0, num_cars=0)
+    straight = render_commands(drive, [12.0] * 6, [0.0] * 6, height=64, width=64)
+    left = render_commands(drive, [12.0] * 6, [-0.3] * 6, height=64, width=64)
+    brake = render_commands(drive, list(np.maximum(12 - 6 * np.arange(1, 9) / 4, 0)), [0.0] * 8, height=64, width=64)
+    assert len(straight.frames) == 7 and np.allclose(left.yaw_rate_rps[1:], -0.3)
+    assert np.all(np.diff(left.lateral_m) < 0) and np.all(left.heading_rad[1:] < 0)  # left: + is right
+    np.testing.assert_allclose(straight.lateral_m, 0.0, atol=1e-9)
+    np.testing.assert_allclose(brake.speed_mps, [12, 10.5, 9, 7.5, 6, 4.5, 3, 1.5, 0])  # frame k: command k - 1
+    flow = lambda a, b: np.abs(a.astype(int) - b).mean()  # noqa: E731 -- how much the picture moves
+    assert flow(brake.frames[-1], brake.frames[-2]) < 0.5 * flow(brake.frames[1], brake.frames[0])  # braking
+    assert np.abs(left.frames[-1].astype(int) - straight.frames[-1]).mean() > 10  # the road has turned away
+
+
+def test_a_commanded_drive_changes_lane_speed_and_heading_over_its_seconds():
+    from openvica_sim.data.synthetic import random_commanded_drive
+
+    rng = np.random.default_rng(3)
+    clip = render_drive(random_commanded_drive(rng, seconds=10), 40, height=32, width=32)
+    assert clip.speed_mps.max() - clip.speed_mps.min() > 3  # new target speeds
+    assert np.abs(np.diff(clip.lateral_m)).max() > 0.2  # a lane change
+    assert np.all(np.abs(clip.lateral_m) < 1.5 * 3.6 + 1.0)  # but it stays on the road

@@ -1,5 +1,6 @@
-"""What the three training scripts share (DESIGN.md "Training runs"): the run folder, checkpoints, the learning-rate
-schedule, resumable data order, and launching the same loop in-process or as a Ray Train `TorchTrainer`.
+"""What the training scripts share (DESIGN.md "Training runs"): the run folder, checkpoints, the learning-rate
+schedule, resumable data order, the discriminator step, and launching the loop (`training/loop.py`) in-process or as
+a Ray Train `TorchTrainer`.
 
 A run folder `run.dir`:
 
@@ -121,13 +122,6 @@ class RunFolder:
             shutil.rmtree(old, ignore_errors=True)
         return final
 
-    def load_checkpoint(self, path: Path, model: torch.nn.Module,
-                        optimizer: "torch.optim.Optimizer | Optimizers") -> dict:
-        model_state, optimizer_state, state = self.read_checkpoint(path)
-        load_trainable_state(model, model_state)
-        optimizer.load_state_dict(optimizer_state)
-        return state
-
     @staticmethod
     def read_checkpoint(path: Path) -> tuple[dict, dict, dict]:
         """(trainable weights, optimiser state, state.json) of a complete checkpoint folder."""
@@ -223,6 +217,25 @@ def set_lr(optimizers, lr: float) -> None:
     for optimizer in optimizers:
         for group in optimizer.param_groups:
             group["lr"] = lr
+
+
+def psnr_db(mse: float) -> float:
+    """PSNR (dB) of a mean squared error of model frames in [-1, 1] (peak-to-peak 2), for the training logs."""
+    return 10 * math.log10(4.0 / max(mse, 1e-12))
+
+
+def discriminator_update(d_net, optimizer: torch.optim.Optimizer, real: torch.Tensor, fake: torch.Tensor) -> float:
+    """One step of the discriminator with the hinge loss, eq. (7) (or its 3D form), on real and generated samples
+    of the same batch, the generator's output detached (Fig. 3, selectors **). Real and fake go through D in one
+    call, so DDP sees one forward; returns the loss."""
+    from openvica_sim.losses import discriminator_loss
+
+    scores_real, scores_fake = d_net(torch.cat([real, fake.detach()])).chunk(2)
+    loss = discriminator_loss(scores_real, scores_fake)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
 
 
 def progress(start: int, total: int, enabled: bool, desc: str):

@@ -21,22 +21,20 @@ The run ends with `run.dir/tokenizer/`, the bundle part that `openvica bundle cr
 
 from __future__ import annotations
 
-import math
-import time
-
 import hydra
 import torch
 from omegaconf import DictConfig
 from torch import nn
 
 from openvica_sim.data.loaders import ImageSamples
-from openvica_sim.losses import (codebook_loss, discriminator_loss, generator_loss, reconstruction_loss, ssl_loss,
-                                 straight_through, total_tokenizer_loss)
+from openvica_sim.losses import (codebook_loss, generator_loss, reconstruction_loss, ssl_loss, straight_through,
+                                 total_tokenizer_loss)
 from openvica_sim.models.discriminator import DiscriminatorConfig, PatchDiscriminator
 from openvica_sim.models.tokenizer import Tokenizer, create_tokenizer
-from openvica_sim.training.common import (Optimizers, RunFolder, adamw, batches, check, check_loss_networks, clip_grad,
-                                          frozen_networks, launch, lr_at, prepare, progress, report, resolve, step_generator,
-                                          worker_context)
+from openvica_sim.training.common import (Optimizers, adamw, batches, check, check_loss_networks, clip_grad,
+                                          discriminator_update, frozen_networks, prepare, psnr_db, resolve,
+                                          step_generator)
+from openvica_sim.training.loop import Context, Stage, run_stage
 
 REQUIRED = {"data.store": str, "model.tokenizer.preset": str, "model.tokenizer.init": str,
             "trainer.max_steps": int, "trainer.batch_size": int, "trainer.checkpoint_every": int,
@@ -82,40 +80,28 @@ def build(cfg: dict, device: torch.device) -> tuple[TokenizerTraining, PatchDisc
     return model, discriminator, frozen
 
 
-def train_loop(cfg: dict) -> None:
-    """One worker's loop: build, resume, alternate generator and discriminator steps, export `tokenizer/`."""
+def build_stage(context: Context) -> Stage:
+    """The TOK+DEC stage of the loop: alternate generator (eq. 1) and discriminator (eq. 7) steps, restart dead codes,
+    export `tokenizer/`."""
+    cfg, device, world = context.cfg, context.device, context.world
     trainer, optim, loss_w = cfg["trainer"], cfg["optim"], cfg["loss"]
-    rank, world, device = worker_context(cfg["scaling"]["use_gpu"])
-    run = RunFolder(cfg["run"]["dir"])
     model, discriminator, frozen = build(cfg, device)
     optimizers = Optimizers(g=adamw(model.parameters(), optim), d=adamw(discriminator.parameters(), optim))
     trained = nn.ModuleDict({"generator": model, "discriminator": discriminator})
     K = model.tokenizer.config.codebook_size
-    start, idle = 0, torch.zeros(K, dtype=torch.long)  # idle: steps since each code was last used
-    latest = run.latest_checkpoint()
-    if latest is not None:
-        state = run.load_checkpoint(latest, trained, optimizers)
-        start, idle = state["step"], torch.tensor(state["idle_steps"], dtype=torch.long)
+    idle = torch.zeros(K, dtype=torch.long)  # steps since each code was last used
     generator_net, d_net = prepare(model, world), prepare(discriminator, world)
-    if rank == 0:
-        print(f"tokenizer: {sum(p.numel() for p in model.parameters()):,} trainable parameters (TOK+DEC"
-              f"{' + SSL head' if model.ssl_head is not None else ''}), D {sum(p.numel() for p in discriminator.parameters()):,}; "
-              f"{'resuming at step ' + str(start) if start else 'starting'}", flush=True)
-        run.truncate_metrics(start)
-    dataset = ImageSamples(cfg["data"]["store"], seed=cfg["seed"], rank=rank, world_size=world)
-    per_worker = trainer["batch_size"] // world
-    data = batches(dataset, per_worker, start, num_workers=cfg["data"]["loader_workers"])
     grid = (model.tokenizer.config.tokens_per_side,) * 2
-    bar = progress(start, trainer["max_steps"], rank == 0, "train tok")
-    for step in range(start, trainer["max_steps"]):
-        started = time.perf_counter()
-        x = next(data)["frames"].to(device)
-        lr = lr_at(step, optim)
-        optimizers.set_lr(lr)
-        gan = step >= trainer["gan_start"]
 
-        # generator (TOK+DEC): eq. (1)
-        out = generator_net(x)
+    def batches_from(start: int):
+        dataset = ImageSamples(cfg["data"]["store"], seed=cfg["seed"], rank=context.rank, world_size=world)
+        return batches(dataset, context.per_worker_batch, start, num_workers=cfg["data"]["loader_workers"])
+
+    def step(batch: dict, index: int) -> dict:
+        nonlocal idle
+        x = batch["frames"].to(device)
+        gan = index >= trainer["gan_start"]
+        out = generator_net(x)  # generator (TOK+DEC): eq. (1)
         rec = reconstruction_loss(out["x_hat"], x, frozen["perceptual"], loss_w["l1"], loss_w["l2"],
                                   loss_w["perceptual"])
         ssl = None
@@ -128,51 +114,39 @@ def train_loop(cfg: dict) -> None:
         total.backward()
         grad_norm = clip_grad(model.parameters(), optim["grad_clip"])
         optimizers["g"].step()
-
-        # discriminator: eq. (7), alternately on the same batch (Fig. 3, selectors **)
-        d_loss = None
-        if gan:
-            real, fake = d_net(torch.cat([x, out["x_hat"].detach()])).chunk(2)  # one call: DDP-safe
-            d_loss = discriminator_loss(real, fake)
-            optimizers["d"].zero_grad(set_to_none=True)
-            d_loss.backward()
-            optimizers["d"].step()
-
+        record = {"loss": total.item(), **{k: v.item() for k, v in rec.items() if k != "rec"},
+                  "codebook": out["codebook"].item(), "grad_norm": grad_norm, "psnr": psnr_db(rec["l2"].item())}
+        if gan:  # the discriminator, eq. (7), alternately on the same batch
+            record.update(generator=g.item(), discriminator=discriminator_update(d_net, optimizers["d"], x,
+                                                                                 out["x_hat"]))
+        if ssl is not None:
+            record["ssl"] = ssl.item()
         used = _all_codes_used(out["codes"], K, world)
         idle = torch.where(used, 0, idle + 1)
         every = trainer["dead_code_restart_every"]
-        restarted = 0
-        if every and (step + 1) % every == 0:
-            restarted = restart_dead_codes(model.tokenizer, x, idle >= every, step_generator(cfg["seed"], step, 0),
-                                           world)
+        if every and (index + 1) % every == 0:
+            restarted = restart_dead_codes(model.tokenizer, x, idle >= every,
+                                           step_generator(cfg["seed"], index, 0), world)
             idle[idle >= every] = 0
+            if restarted:
+                record["codes_restarted"] = restarted
+        record["codes_used"] = int(used.sum())
+        return record
 
-        done = step + 1
-        seconds = time.perf_counter() - started
-        mse = rec["l2"].item()
-        record = {"step": done, "loss": total.item(), **{k: v.item() for k, v in rec.items() if k != "rec"},
-                  "codebook": out["codebook"].item(), "lr": lr, "grad_norm": grad_norm,
-                  "psnr": 10 * math.log10(4.0 / max(mse, 1e-12)),  # pixels in [-1, 1]: peak-to-peak 2
-                  "codes_used": int(used.sum()), "images_per_s": x.shape[0] * world / seconds}
-        if ssl is not None:
-            record["ssl"] = ssl.item()
-        if gan:
-            record.update(generator=g.item(), discriminator=d_loss.item())
-        if restarted:
-            record["codes_restarted"] = restarted
-        if rank == 0 and (done % trainer["log_every"] == 0 or done == trainer["max_steps"]):
-            run.log(record)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{record['loss']:.3f}", psnr=f"{record['psnr']:.1f}", lr=f"{lr:.1e}",
-                            img_s=f"{record['images_per_s']:.1f}")
-        if done % trainer["checkpoint_every"] == 0 or done == trainer["max_steps"]:
-            if rank == 0:
-                run.save_checkpoint(done, trained, optimizers,
-                                    {"samples_per_rank": done * per_worker, "idle_steps": idle.tolist()})
-            report({"step": done, "loss": record["loss"]}, world)
-    if rank == 0:
-        model.tokenizer.save_pretrained(run.path / "tokenizer")
+    def load_extra_state(state: dict) -> None:
+        nonlocal idle
+        idle = torch.tensor(state["idle_steps"], dtype=torch.long)
+
+    def export(folder) -> None:
+        if context.rank == 0:
+            model.tokenizer.save_pretrained(folder / "tokenizer")
+
+    describe = (f"tokenizer: {sum(p.numel() for p in model.parameters()):,} trainable parameters (TOK+DEC"
+                f"{' + SSL head' if model.ssl_head is not None else ''}), D "
+                f"{sum(p.numel() for p in discriminator.parameters()):,}")
+    return Stage(name="train tok", trained=trained, optimizers=optimizers, batches=batches_from, step=step,
+                 export=export, rate_key="images_per_s", postfix=("loss", "psnr"), describe=describe,
+                 extra_state=lambda: {"idle_steps": idle.tolist()}, load_extra_state=load_extra_state)
 
 
 def frozen_teacher_targets(teacher, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -217,8 +191,7 @@ def run(cfg: DictConfig) -> None:
     plain = resolve(cfg)
     check(plain, REQUIRED)
     check_loss_networks(plain["loss"])
-    RunFolder(plain["run"]["dir"]).start(plain)
-    launch(train_loop, plain)
+    run_stage(plain, build_stage)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="tok")

@@ -17,22 +17,19 @@ The run ends with `run.dir/video_decoder/`, the bundle part that `openvica bundl
 
 from __future__ import annotations
 
-import math
-import time
-
 import hydra
 import torch
 from omegaconf import DictConfig
 from torch import nn
 
 from openvica_sim.data.loaders import FrameWindows
-from openvica_sim.losses import discriminator_loss, generator_loss, video_decoder_loss
+from openvica_sim.losses import generator_loss, video_decoder_loss
 from openvica_sim.models.discriminator import DiscriminatorConfig, PatchDiscriminator
 from openvica_sim.models.tokenizer import Tokenizer
 from openvica_sim.models.video_decoder import VideoDecoder
-from openvica_sim.training.common import (Optimizers, RunFolder, adamw, batches, check, check_loss_networks,
-                                          clip_grad, frozen_networks, launch, lr_at, prepare, progress, report,
-                                          resolve, worker_context)
+from openvica_sim.training.common import (Optimizers, adamw, batches, check, check_loss_networks, clip_grad,
+                                          discriminator_update, frozen_networks, prepare, psnr_db, resolve)
+from openvica_sim.training.loop import Context, Stage, run_stage
 
 REQUIRED = {"data.store": str, "model.tokenizer.init": str, "trainer.max_steps": int, "trainer.batch_size": int,
             "trainer.checkpoint_every": int, "trainer.gan_start": int, "scaling.num_workers": int,
@@ -77,40 +74,29 @@ def build(cfg: dict, device: torch.device) -> tuple[Tokenizer, WindowDecoder, Pa
     return tokenizer, WindowDecoder(video_decoder).to(device), discriminator, frozen["perceptual"]
 
 
-def train_loop(cfg: dict) -> None:
-    """One worker's loop: build, resume, alternate VDEC and D-3D steps, export `video_decoder/`."""
+def build_stage(context: Context) -> Stage:
+    """The VDEC stage of the loop: eq. (8) on 3-frame windows, then (from trainer.gan_start) D-3D; exports
+    `video_decoder/`."""
+    cfg, device, world = context.cfg, context.device, context.world
     trainer, optim, loss_w = cfg["trainer"], cfg["optim"], cfg["loss"]
-    rank, world, device = worker_context(cfg["scaling"]["use_gpu"])
-    run = RunFolder(cfg["run"]["dir"])
     tokenizer, model, discriminator, perceptual = build(cfg, device)
     optimizers = Optimizers(g=adamw(model.parameters(), optim), d=adamw(discriminator.parameters(), optim))
     trained = nn.ModuleDict({"video_decoder": model, "discriminator": discriminator})
-    start = 0
-    latest = run.latest_checkpoint()
-    if latest is not None:
-        start = run.load_checkpoint(latest, trained, optimizers)["step"]
     decoder_net, d_net = prepare(model, world), prepare(discriminator, world)
     window = model.video_decoder.config.window
-    if rank == 0:
-        print(f"video decoder: {sum(p.numel() for p in model.parameters()):,} trainable parameters, D-3D "
-              f"{sum(p.numel() for p in discriminator.parameters()):,}; window {window}; "
-              f"{'resuming at step ' + str(start) if start else 'starting'}", flush=True)
-        run.truncate_metrics(start)
-    dataset = FrameWindows(cfg["data"]["store"], window=window, seed=cfg["seed"], rank=rank, world_size=world)
-    per_worker = trainer["batch_size"] // world
-    data = batches(dataset, per_worker, start, num_workers=cfg["data"]["loader_workers"])
-    bar = progress(start, trainer["max_steps"], rank == 0, "train vdec")
-    for step in range(start, trainer["max_steps"]):
-        started = time.perf_counter()
-        frames = next(data)["frames"].to(device)  # (B, 3 frames, 3, H, W)
+
+    def batches_from(start: int):
+        dataset = FrameWindows(cfg["data"]["store"], window=window, seed=cfg["seed"], rank=context.rank,
+                               world_size=world)
+        return batches(dataset, context.per_worker_batch, start, num_workers=cfg["data"]["loader_workers"])
+
+    def step(batch: dict, index: int) -> dict:
+        frames = batch["frames"].to(device)  # (B, 3 frames, 3, H, W)
         B = frames.shape[0]
         with torch.no_grad():
             tokens = tokenizer.encode(frames.flatten(0, 1)).unflatten(0, (B, window))  # frozen TOK, per frame
         x = frames.transpose(1, 2)  # (B, colour, window, H, W), VDEC's layout
-        lr = lr_at(step, optim)
-        optimizers.set_lr(lr)
-        gan = step >= trainer["gan_start"]
-
+        gan = index >= trainer["gan_start"]
         x_hat = decoder_net(tokens)
         g = generator_loss(d_net(x_hat)) if gan else None
         losses = video_decoder_loss(x_hat, x, perceptual, g, loss_w["l1"], loss_w["l2"], loss_w["perceptual"],
@@ -119,36 +105,21 @@ def train_loop(cfg: dict) -> None:
         losses["total"].backward()
         grad_norm = clip_grad(model.parameters(), optim["grad_clip"])
         optimizers["g"].step()
+        record = {"loss": losses["total"].item(),
+                  **{k: v.item() for k, v in losses.items() if k not in ("total", "rec")},
+                  "grad_norm": grad_norm, "psnr": psnr_db(losses["l2"].item() / window)}
+        if gan:  # J_D-3D: the hinge loss (7) on whole windows, alternately on the same batch
+            record.update(generator=g.item(), discriminator=discriminator_update(d_net, optimizers["d"], x, x_hat))
+        return record
 
-        d_loss = None
-        if gan:  # J_D-3D: hinge loss (7) on whole windows, alternately on the same batch
-            real, fake = d_net(torch.cat([x, x_hat.detach()])).chunk(2)  # one call: DDP-safe
-            d_loss = discriminator_loss(real, fake)
-            optimizers["d"].zero_grad(set_to_none=True)
-            d_loss.backward()
-            optimizers["d"].step()
+    def export(folder) -> None:
+        if context.rank == 0:
+            model.video_decoder.save_pretrained(folder / "video_decoder")
 
-        done = step + 1
-        seconds = time.perf_counter() - started
-        mse = losses["l2"].item() / window
-        record = {"step": done, "loss": losses["total"].item(),
-                  **{k: v.item() for k, v in losses.items() if k not in ("total", "rec")}, "lr": lr,
-                  "grad_norm": grad_norm, "psnr": 10 * math.log10(4.0 / max(mse, 1e-12)),
-                  "windows_per_s": B * world / seconds}
-        if gan:
-            record.update(generator=g.item(), discriminator=d_loss.item())
-        if rank == 0 and (done % trainer["log_every"] == 0 or done == trainer["max_steps"]):
-            run.log(record)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{record['loss']:.3f}", psnr=f"{record['psnr']:.1f}", lr=f"{lr:.1e}",
-                            win_s=f"{record['windows_per_s']:.1f}")
-        if done % trainer["checkpoint_every"] == 0 or done == trainer["max_steps"]:
-            if rank == 0:
-                run.save_checkpoint(done, trained, optimizers, {"samples_per_rank": done * per_worker})
-            report({"step": done, "loss": record["loss"]}, world)
-    if rank == 0:
-        model.video_decoder.save_pretrained(run.path / "video_decoder")
+    describe = (f"video decoder: {sum(p.numel() for p in model.parameters()):,} trainable parameters, D-3D "
+                f"{sum(p.numel() for p in discriminator.parameters()):,}; window {window}")
+    return Stage(name="train vdec", trained=trained, optimizers=optimizers, batches=batches_from, step=step,
+                 export=export, rate_key="windows_per_s", postfix=("loss", "psnr"), describe=describe)
 
 
 def run(cfg: DictConfig) -> None:
@@ -156,8 +127,7 @@ def run(cfg: DictConfig) -> None:
     plain = resolve(cfg)
     check(plain, REQUIRED)
     check_loss_networks(plain["loss"])
-    RunFolder(plain["run"]["dir"]).start(plain)
-    launch(train_loop, plain)
+    run_stage(plain, build_stage)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="vdec")

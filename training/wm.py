@@ -17,7 +17,6 @@ part that `openvica bundle create` takes.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import hydra
@@ -29,9 +28,10 @@ from openvica_sim.data.loaders import TokenWindows
 from openvica_sim.losses import world_model_loss
 from openvica_sim.models.sequence import SequenceLayout
 from openvica_sim.models.world_model import PROMPT, WorldModel, build_text_tokenizer, create_world_model, encode_prompt
-from openvica_sim.training.common import (RunFolder, adamw, batches, check, clip_grad, gather_checkpoint, is_sharded,
-                                          launch, load_optimizer_state, load_trainable_state, lr_at, prepare,
-                                          progress, report, resolve, set_lr, step_generator, worker_context)
+from openvica_sim.training.common import (adamw, batches, check, clip_grad, gather_checkpoint, is_sharded,
+                                          load_optimizer_state, load_trainable_state, prepare, resolve,
+                                          step_generator)
+from openvica_sim.training.loop import Context, Stage, run_stage
 
 SHARD_BLOCKS = ("LlamaDecoderLayer",)  # FSDP units: one per decoder layer, then the whole model
 
@@ -100,43 +100,37 @@ def make_batch(batch: dict, prompt_ids: list[int], config, coding: ActionCoding 
     return inputs, targets, layout.code_targets(targets)
 
 
-def train_loop(cfg: dict) -> None:
-    """One worker's loop: build, resume from the last complete checkpoint, train to trainer.max_steps, export."""
+def build_stage(context: Context) -> Stage:
+    """The WM stage of the loop: teacher-forced cross-entropy on code targets. A checkpoint's weights load into the
+    whole model before FSDP shards it (the optimiser is built after), so this stage resumes itself."""
+    cfg, device, world, rank = context.cfg, context.device, context.world, context.rank
     trainer, optim = cfg["trainer"], cfg["optim"]
-    rank, world, device = worker_context(cfg["scaling"]["use_gpu"])
-    run = RunFolder(cfg["run"]["dir"])
     wm, text_tokenizer = build_model(cfg, device)
     config = wm.config
     prompt_ids = encode_prompt(text_tokenizer, config.text_vocab_size, cfg["model"].get("prompt") or PROMPT)
     coding = ActionCoding(config.codebook_size) if cfg["data"]["action_conditioned"] else None
     bf16 = device.type == "cuda" and trainer["bf16"]
-    start, latest = 0, run.latest_checkpoint()
-    if latest is not None:  # whole weights into the whole model, before FSDP shards it
-        weights, optimizer_state, state = run.read_checkpoint(latest)
-        load_trainable_state(wm, weights)
-        start = state["step"]
+    if context.checkpoint is not None:  # whole weights into the whole model, before FSDP shards it
+        load_trainable_state(wm, context.checkpoint[0])
     model = prepare(wm, world, cfg["scaling"]["strategy"], SHARD_BLOCKS, bf16)
     params = [p for p in wm.parameters() if p.requires_grad]  # after prepare: FSDP's sharded parameters
     optimizer = adamw(params, optim)  # no weight decay on norms (LLaMA-2)
-    if latest is not None:
-        load_optimizer_state(wm, optimizer, optimizer_state)
-    if rank == 0:
-        trainable, total = trainable_fraction(wm)
-        print(f"world model: {trainable:,} of {total:,} parameters trainable ({100 * trainable / total:.2f} %); "
-              f"{'resuming at step ' + str(start) if start else 'starting'}", flush=True)
-        run.truncate_metrics(start)
+    if context.checkpoint is not None:
+        load_optimizer_state(wm, optimizer, context.checkpoint[1])
     window = cfg["data"]["num_seed_frames"] + cfg["data"]["num_future_frames"]
-    dataset = TokenWindows(cfg["data"]["store"], window=window, seed=cfg["seed"], rank=rank, world_size=world)
-    per_worker = trainer["batch_size"] // world
-    data = batches(dataset, per_worker, start, num_workers=cfg["data"]["loader_workers"])
-    bar = progress(start, trainer["max_steps"], rank == 0, "train wm")
-    for step in range(start, trainer["max_steps"]):
-        started = time.perf_counter()
-        generator = step_generator(cfg["seed"], step, rank)
-        inputs, targets, mask = make_batch(next(data), prompt_ids, config, coding, trainer["action_dropout"],
-                                           generator, device)
-        lr = lr_at(step, optim)
-        set_lr([optimizer], lr)
+
+    def tokens(batch: dict) -> int:  # ids per batch: the prompt and every frame, minus the last (no target)
+        frame = SequenceLayout.of(config, batch["tokens"].shape[-1], coding is not None).frame_length
+        return len(batch["tokens"]) * (len(prompt_ids) + window * frame - 1)
+
+    def batches_from(start: int):
+        dataset = TokenWindows(cfg["data"]["store"], window=window, seed=cfg["seed"], rank=rank, world_size=world)
+        return batches(dataset, context.per_worker_batch, start, num_workers=cfg["data"]["loader_workers"])
+
+    def step(batch: dict, index: int) -> dict:
+        generator = step_generator(cfg["seed"], index, rank)
+        inputs, targets, mask = make_batch(batch, prompt_ids, config, coding, trainer["action_dropout"], generator,
+                                           device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(inputs)  # WorldModel.forward: full-vocabulary logits (B, L, V)
         loss = world_model_loss(logits, targets, mask)
@@ -144,28 +138,25 @@ def train_loop(cfg: dict) -> None:
         loss.backward()
         grad_norm = clip_grad(params, optim["grad_clip"])
         optimizer.step()
-        done = step + 1
-        seconds = time.perf_counter() - started
-        record = {"step": done, "loss": loss.item(), "lr": lr, "grad_norm": float(grad_norm),
-                  "tokens_per_s": inputs.numel() * world / seconds}
-        if rank == 0 and (done % trainer["log_every"] == 0 or done == trainer["max_steps"]):
-            run.log(record)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}", tok_s=f"{record['tokens_per_s']:.0f}")
-        if done % trainer["checkpoint_every"] == 0 or done == trainer["max_steps"]:
-            weights, optimizer_state = gather_checkpoint(wm, optimizer)  # every rank: FSDP gathers shards
-            if rank == 0:
-                run.save_checkpoint(done, weights, optimizer_state, {"samples_per_rank": done * per_worker})
-            report({"step": done, "loss": record["loss"]}, world)
-    sharded = is_sharded(wm)
-    if sharded:
-        weights, _ = gather_checkpoint(wm, optimizer)  # every rank
-    if rank == 0:
-        if sharded:  # export a whole copy, on the CPU
-            wm, _ = build_model(cfg, torch.device("cpu"))
-            load_trainable_state(wm, weights)
-        export(wm, text_tokenizer, run.path, cfg["model"]["lora"]["enabled"])
+        return {"loss": loss.item(), "grad_norm": float(grad_norm)}
+
+    def export_part(folder) -> None:
+        sharded = is_sharded(wm)
+        if sharded:
+            weights, _ = gather_checkpoint(wm, optimizer)  # every rank
+        if rank == 0:
+            whole = wm
+            if sharded:  # export a whole copy, on the CPU
+                whole, _ = build_model(cfg, torch.device("cpu"))
+                load_trainable_state(whole, weights)
+            export(whole, text_tokenizer, folder, cfg["model"]["lora"]["enabled"])
+
+    trainable, total = trainable_fraction(wm)
+    return Stage(name="train wm", trained=wm, optimizers=optimizer, batches=batches_from, step=step,
+                 export=export_part, rate_key="tokens_per_s", resumed=True,
+                 checkpoint_state=lambda: gather_checkpoint(wm, optimizer), samples=tokens,
+                 describe=f"world model: {trainable:,} of {total:,} parameters trainable "
+                          f"({100 * trainable / total:.2f} %)")
 
 
 def export(wm: WorldModel, text_tokenizer, folder: Path, lora: bool) -> Path:
@@ -184,8 +175,7 @@ def run(cfg: DictConfig) -> None:
     """Resolve and check on the driver, then launch (in-process or on Ray)."""
     plain = resolve(cfg)
     check(plain, REQUIRED)
-    RunFolder(plain["run"]["dir"]).start(plain)
-    launch(train_loop, plain)
+    run_stage(plain, build_stage)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="wm")

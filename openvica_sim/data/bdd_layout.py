@@ -64,24 +64,24 @@ def write_bdd100k(root: str | os.PathLike, split: str = "train", num_videos: int
                                   for b in clip.boxes[labelled]]})
         if video_id not in no_info:
             start_ms = START_EPOCH_MS + 3_600_000 * (seed * num_videos + i)
-            info = _info(drive, seconds, start_ms, rng)
+            info = _info(clip, seconds, start_ms, rng)
             (info_dir / f"{video_id}.json").write_text(json.dumps(info))
     label_path.write_text(json.dumps(labels))
     return {"ids": ids, "corrupt": broken, "without_info": no_info, "drives": drives}
 
 
-def _info(drive, seconds: float, start_ms: int, rng: np.random.Generator) -> dict:
-    """BDD100K's info JSON of `drive`: positions integrated from speed and heading, sampled at 1 Hz."""
+def _info(clip, seconds: float, start_ms: int, rng: np.random.Generator) -> dict:
+    """BDD100K's info JSON of a rendered clip: positions integrated from its ego's speed and yaw rate (its ground
+    truth at the video's 30 fps), sampled at 1 Hz."""
     dt = 1.0 / FPS
-    t = np.arange(0.0, seconds + dt / 2, dt)  # (S,) fine integration grid
-    speed = drive.speed_at(t)
-    heading = float(rng.uniform(0, 2 * np.pi)) + drive.curvature * drive.distance_at(t)  # radians clockwise from north
+    t = np.arange(len(clip.speed_mps)) * dt  # (S,) the video's frame times
+    speed, yaw_rate = clip.speed_mps.astype(np.float64), clip.yaw_rate_rps.astype(np.float64)
+    heading = float(rng.uniform(0, 2 * np.pi)) + np.concatenate([[0.0], np.cumsum(yaw_rate[1:] * dt)])  # clockwise
     north = np.concatenate([[0.0], np.cumsum(speed[:-1] * np.cos(heading[:-1]) * dt)])
     east = np.concatenate([[0.0], np.cumsum(speed[:-1] * np.sin(heading[:-1]) * dt)])
     lat0, lon0 = 37.77 + float(rng.uniform(-0.1, 0.1)), -122.42 + float(rng.uniform(-0.1, 0.1))
     lat = lat0 + np.degrees(north / EARTH_RADIUS_M)
     lon = lon0 + np.degrees(east / (EARTH_RADIUS_M * np.cos(np.radians(lat0))))
-    yaw_rate = drive.curvature * speed
     locations, gyro = [], []
     for s in range(int(np.floor(seconds)) + 1):
         k = min(int(round(s * FPS)), len(t) - 1)

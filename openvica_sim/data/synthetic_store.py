@@ -2,9 +2,11 @@
 
     write_synthetic_store("train.zarr", tokenizer, num_drives=96, seconds=10, seed=0)    # openvica synthetic store
 
-Drive i is the drive of `openvica synthetic bdd100k --seed S` video i (`random_drive(default_rng([S, i]))`), rendered
-at 640x360 with the focal length that frame has after the paper's 0.5 downscale of 1280x720, and centre-cropped to
-256x256: the view `preprocess` makes of the BDD100K-layout video, without its H.264 coding. The store holds what
+Drive i is drawn from `default_rng([S, i])`: with world="commanded" (the default) `random_commanded_drive`, an ego
+that changes speed and lane and swerves on a road of changing bends; with world="cruise" `random_drive`, the drive of
+`openvica synthetic bdd100k --seed S` video i (a lane keeper on a road of constant bend). It is rendered at 640x360
+with the focal length that frame has after the paper's 0.5 downscale of 1280x720, and centre-cropped to 256x256:
+the view `preprocess` makes of the BDD100K-layout video, without its H.264 coding. The store holds what
 `openvica data ingest --store-frames` writes (tokens, frames, ego speed and yaw rate, frame times, attributes) plus
 the synthetic world's ground truth on every frame: `labels` lists each frame's car boxes, in the crop's pixels.
 Use `openvica synthetic bdd100k` + `openvica data ingest` when the ingest path itself is what is being exercised.
@@ -23,7 +25,9 @@ import torch
 from openvica_sim.frames import boxes_to_model_view, center_crop, preprocess
 
 from .store import PartWriter, consolidate
-from .synthetic import random_drive, render_drive
+from .synthetic import random_commanded_drive, random_drive, render_drive
+
+WORLDS = ("commanded", "cruise")
 
 RENDER_HEIGHT, RENDER_WIDTH = 360, 640  # BDD100K's 1280x720 after the paper's 0.5 downscale
 RENDER_FOCAL_PX = 0.8 * 1280 * 0.5  # bdd_layout renders 1280 wide with focal 0.8 * width
@@ -37,13 +41,16 @@ def drive_id(seed: int, index: int) -> str:
 @torch.inference_mode()
 def write_synthetic_store(out: str | os.PathLike, tokenizer, num_drives: int = 8, seconds: float = 10.0,
                           fps: float = 4.0, seed: int = 0, split: str = "train", batch_size: int = 16,
-                          progress: bool = True) -> dict:
+                          world: str = "commanded", progress: bool = True) -> dict:
     """Render `num_drives` drives of `seconds` at `fps` into the store `out` (part 0), tokenised by `tokenizer` (a
     `Tokenizer` or a bundle); a rerun adds only the drives not yet in the store. Returns the consolidated index.
 
     Raises:
-        ValueError: num_drives < 1, seconds * fps < 2 frames, or a store part written with other settings.
+        ValueError: num_drives < 1, seconds * fps < 2 frames, an unknown world, or a store part written with other
+            settings.
     """
+    if world not in WORLDS:
+        raise ValueError(f"world={world!r}: choose one of {WORLDS}")
     tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
     num_frames = int(round(seconds * fps))
     if num_drives < 1 or num_frames < 2:
@@ -60,7 +67,7 @@ def write_synthetic_store(out: str | os.PathLike, tokenizer, num_drives: int = 8
     started = time.perf_counter()
     for i in bar:
         rng = np.random.default_rng([seed, i])  # as bdd_layout.write_bdd100k draws video i
-        drive = random_drive(rng)
+        drive = random_commanded_drive(rng, seconds) if world == "commanded" else random_drive(rng)
         clip = render_drive(drive, num_frames, fps=fps, height=RENDER_HEIGHT, width=RENDER_WIDTH,
                             rng_seed=int(rng.integers(2**31)), focal_px=RENDER_FOCAL_PX)
         frames = np.ascontiguousarray(center_crop(clip.frames.transpose(0, 3, 1, 2), size).transpose(0, 2, 3, 1))
@@ -71,7 +78,7 @@ def write_synthetic_store(out: str | os.PathLike, tokenizer, num_drives: int = 8
         clip_id = drive_id(seed, i)
         writer.append_clip({"clip_id": clip_id, "video_id": clip_id, "split": split, "fps": float(fps),
                             "ego_status": "ok", "attributes": clip.attributes, "labels": labels,
-                            "source": "synthetic"},
+                            "source": f"synthetic ({world})"},
                            {"tokens": tokens, "frames": frames, "speed_mps": clip.speed_mps,
                             "yaw_rate_rps": clip.yaw_rate_rps,
                             "frame_time_s": (np.arange(num_frames) / fps).astype(np.float32)})
