@@ -23,7 +23,7 @@ from gymnasium import spaces
 from openvica_sim.bundle import FPS, META_NAME, Bundle, load_bundle
 from openvica_sim.frames import model_view
 from openvica_sim.sampling import derive_seeds
-from openvica_sim.simulator import MIN_SEED_FRAMES, TRAINED_CONTEXT_FRAMES, SimState, Simulator
+from openvica_sim.simulator import MIN_SEED_FRAMES, SimState, Simulator
 
 from .seeds import SeedSource, open_seed_source
 
@@ -223,15 +223,15 @@ class OpenViCAEnv(SimulatorEnvMixin, gym.Env):
 
     ## Arguments
     `gym.make("OpenViCA-v0", bundle=None, seeds=None, top_k=None, temperature=1.0, device="cpu",
-    decoder=None, render_mode=None, reward_fn=None, seed_frames=2, context_frames=16, wavefront=None,
+    decoder=None, render_mode=None, reward_fn=None, seed_frames=2, context_frames=None, wavefront=None,
     max_episode_steps=14)`:
     `bundle` a bundle folder (default: the embedded tiny bundle), `seeds` a folder of clips (one subfolder
     of PNG/JPEG frames or one video per clip), a token store from `openvica data ingest --store-frames`
     (`*.zarr`, clips by their store ids) or a `SeedSource` (default: the embedded bundle's held-out clips),
     `top_k` and `temperature` the sampling (top_k None: the bundle's default; the paper recommends k = 1000), `device` where a bundle folder is
     loaded (a `Bundle` object stays where it is), `decoder` "video_decoder" or "tokenizer" (default: the video
-    decoder when the bundle has one), `context_frames` the frames the world model sees at most (16, as
-    fine-tuned), `wavefront` the width of wavefront decoding (row r of a frame's codes starts once row r - 1 has
+    decoder when the bundle has one), `context_frames` the frames the world model sees at most (default
+    the bundle's: the window it was trained on, 16 for the paper's), `wavefront` the width of wavefront decoding (row r of a frame's codes starts once row r - 1 has
     that many: 15 w + 16 world-model forwards a frame instead of 256; None is raster, `Simulator`), `max_episode_steps`
     the TimeLimit (gymnasium's rule: None keeps the registered 14, -1 removes it).
 
@@ -245,7 +245,7 @@ class OpenViCAEnv(SimulatorEnvMixin, gym.Env):
                  seeds: SeedSource | str | os.PathLike | None = None, top_k: int | None = None, temperature: float = 1.0,
                  device: str | torch.device = "cpu", decoder: str | None = None, render_mode: str | None = None,
                  reward_fn: RewardFn | None = None, seed_frames: int = MIN_SEED_FRAMES,
-                 context_frames: int = TRAINED_CONTEXT_FRAMES, wavefront: int | None = None):
+                 context_frames: int | None = None, wavefront: int | None = None):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode={render_mode!r}: choose one of {self.metadata['render_modes']} or None")
         self._setup_simulator(bundle, seeds, top_k, temperature, device, decoder, context_frames, wavefront)

@@ -39,7 +39,7 @@ from ray.exceptions import ActorDiedError
 
 from openvica_sim.bundle import FPS
 from openvica_sim.distributed import bundle_folder, check_resources, connect, use_reserved_cpus
-from openvica_sim.simulator import MIN_SEED_FRAMES, TRAINED_CONTEXT_FRAMES
+from openvica_sim.simulator import MIN_SEED_FRAMES
 
 from .openvica_env import MAX_EPISODE_STEPS, RewardFn, check_actions
 from .seeds import SeedSource
@@ -69,7 +69,7 @@ class RayVectorEnv(VectorEnv):
                  use_gpu: bool = False, gpus_per_actor: float = 1, cpus_per_actor: float = 1,
                  address: str | None = None, decoder: str | None = None, render_mode: str | None = None,
                  reward_fn: RewardFn | None = None, seed_frames: int = MIN_SEED_FRAMES,
-                 context_frames: int = TRAINED_CONTEXT_FRAMES, max_episode_steps: int | None = MAX_EPISODE_STEPS,
+                 context_frames: int | None = None, max_episode_steps: int | None = MAX_EPISODE_STEPS,
                  wavefront: int | None = None):
         if not 1 <= num_actors <= num_envs:
             raise ValueError(f"num_actors={num_actors} must lie in 1..num_envs={num_envs}: every actor hosts at "

@@ -27,7 +27,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from openvica_sim.bundle import FPS, Bundle
-from openvica_sim.simulator import MIN_SEED_FRAMES, TRAINED_CONTEXT_FRAMES, SimState
+from openvica_sim.simulator import MIN_SEED_FRAMES, SimState
 
 from .openvica_env import (MAX_EPISODE_STEPS, RewardFn, SimulatorEnvMixin, check_actions, draw_episode, step_info)
 from .seeds import SeedSource
@@ -70,7 +70,7 @@ class OpenViCAVectorEnv(SimulatorEnvMixin, VectorEnv):
                  seeds: SeedSource | str | os.PathLike | None = None, top_k: int | None = None, temperature: float = 1.0,
                  device: str | torch.device = "cpu", decoder: str | None = None, render_mode: str | None = None,
                  reward_fn: RewardFn | None = None, seed_frames: int = MIN_SEED_FRAMES,
-                 context_frames: int = TRAINED_CONTEXT_FRAMES, max_episode_steps: int | None = MAX_EPISODE_STEPS,
+                 context_frames: int | None = None, max_episode_steps: int | None = MAX_EPISODE_STEPS,
                  wavefront: int | None = None):
         if num_envs < 1:
             raise ValueError(f"num_envs={num_envs} must be at least 1")

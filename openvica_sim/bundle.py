@@ -56,6 +56,8 @@ class Bundle:
     prompt: str = PROMPT
     fps: float = FPS
     top_k: int = TOP_K  # the sampling default of this bundle's WM (engine, env and CLI use it unless told)
+    context_frames: int = 16  # frames its WM saw in training (T + N): the engine's context unless told
+    wavefront: int | None = None  # its decoding schedule by default (None: raster)
 
     def __post_init__(self):
         self.check()
@@ -121,7 +123,7 @@ class Bundle:
             "vision_vocab_size": wm.vision_vocab_size,
             "special_ids": {"end_of_frame": wm.end_of_frame_id, "end_of_vision": wm.end_of_vision_id},
             "prompt": self.prompt,
-            "sampling": {"top_k": self.top_k},
+            "sampling": {"top_k": self.top_k, "context_frames": self.context_frames, "wavefront": self.wavefront},
             "action_conditioned": self.action_conditioned,
             "parts": {p: getattr(self, p) is not None for p in PARTS},
         }
@@ -146,7 +148,8 @@ def save_bundle(bundle: Bundle, path: str | Path, adapter: str | Path | None = N
 
 def create_bundle(tokenizer: str | Path, world_model: str | Path, out: str | Path,
                   video_decoder: str | Path | None = None, action_conditioned: bool = False,
-                  prompt: str = PROMPT, adapter: str | Path | None = None, top_k: int = None) -> Path:
+                  prompt: str = PROMPT, adapter: str | Path | None = None, top_k: int = None,
+                  context_frames: int = 16, wavefront: int | None = None) -> Path:
     """Assemble a bundle from converted parts (`openvica bundle create`).
 
     `tokenizer` is a VQModel folder (`openvica convert vqgan`, or aMUSEd's `vqvae/`), `world_model` a folder from
@@ -154,7 +157,8 @@ def create_bundle(tokenizer: str | Path, world_model: str | Path, out: str | Pat
     from the tokenizer's DEC (equal to DEC frame by frame until fine-tuned). The world model's weights are never
     loaded: its folder is hard-linked (or copied) into the bundle, so a 7B model assembles in seconds. `adapter`
     is a LoRA run's `world_model_adapter/` (training/wm.py), stored beside it and merged at load time. `top_k` is the
-    bundle's sampling default (None: the paper's k = 1000, or the codebook size if smaller).
+    bundle's sampling default (None: the paper's k = 1000, or the codebook size if smaller); `context_frames` the
+    window its WM was trained on (T + N: the engine's context), `wavefront` its default decoding schedule.
 
     Raises:
         FileNotFoundError: a part folder is missing or incomplete.
@@ -172,7 +176,8 @@ def create_bundle(tokenizer: str | Path, world_model: str | Path, out: str | Pat
     bundle = Bundle(tokenizer=tok, world_model=wm, video_decoder=vdec, prompt=prompt,
                     text_tokenizer=AutoTokenizer.from_pretrained(world_model, local_files_only=True),
                     action_conditioned=action_conditioned,
-                    top_k=top_k or min(TOP_K, config.codebook_size))
+                    top_k=top_k or min(TOP_K, config.codebook_size), context_frames=context_frames,
+                    wavefront=wavefront)
 
     def link_world_model(folder: Path) -> None:
         shutil.copytree(world_model, folder, copy_function=_link_or_copy)
@@ -277,6 +282,8 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu", dtype: tor
         prompt=meta.get("prompt", PROMPT),
         fps=float(meta.get("fps", FPS)),
         top_k=int(meta.get("sampling", {}).get("top_k", TOP_K)),
+        context_frames=int(meta.get("sampling", {}).get("context_frames") or 16),
+        wavefront=meta.get("sampling", {}).get("wavefront"),
     )
     if quant is not None:
         bundle.world_model.quantize(quant)

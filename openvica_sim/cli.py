@@ -139,7 +139,8 @@ def bundle_create(args) -> int:
     from .bundle import create_bundle
 
     out = create_bundle(args.tokenizer, args.world_model, args.out, video_decoder=args.video_decoder,
-                        action_conditioned=args.action_conditioned, adapter=args.adapter, top_k=args.top_k)
+                        action_conditioned=args.action_conditioned, adapter=args.adapter, top_k=args.top_k,
+                        context_frames=args.context_frames, wavefront=args.wavefront)
     how = "given" if args.video_decoder else "inflated from the tokenizer's decoder"
     print(f"wrote bundle {out} (video decoder {how}); try: openvica rollout --bundle {out} --video drive.mov")
     return 0
@@ -360,6 +361,10 @@ def _parser() -> argparse.ArgumentParser:
     bc.add_argument("--action-conditioned", action="store_true", help="the world model was fine-tuned with ego tokens")
     bc.add_argument("--top-k", type=int, default=None,
                     help="the bundle's sampling default (default: 1000, the paper's, or the codebook size if smaller)")
+    bc.add_argument("--context-frames", type=int, default=16,
+                    help="frames its world model was trained on (T + N; default 16, the paper's): the engine's context")
+    bc.add_argument("--wavefront", type=int, default=None, metavar="W",
+                    help="its default decoding schedule: wavefront of width W (default raster)")
     bc.add_argument("--out", required=True)
     bc.set_defaults(run=bundle_create)
 

@@ -115,12 +115,13 @@ class Simulator:
         temperature: softmax temperature; 0 is greedy.
         decoder: "video_decoder" (VDEC, one frame of lookahead) or "tokenizer" (the image DEC, the
             paper's TOK+WM+DEC system). Default: VDEC when the bundle has one.
-        context_frames: frames the WM sees at most; past that the oldest half is dropped. Default 16,
-            the T + N of fine-tuning: a longer context is outside what the WM was trained on.
+        context_frames: frames the WM sees at most; past that the oldest half is dropped. Default the bundle's
+            (openvica.json "sampling"; 16, the T + N of the paper's fine-tuning): a longer context is outside what
+            the WM was trained on.
         min_rows: decode at least this many rows (padding idle ones): batch invariance (module docstring).
         wavefront: decode each frame by the wavefront schedule of this width (row r starts once row r - 1 has that
-            many codes: 15 w + 16 forwards a frame instead of 256, `models.sequence.Wavefront`); None (or 16 and
-            more, which is the same order) is raster.
+            many codes: 15 w + 16 forwards a frame instead of 256, `models.sequence.Wavefront`); default the
+            bundle's (openvica.json "sampling"), None there too: raster; 16 or more is raster order (bit for bit).
         compile: run the one-id decode steps of raster decoding as a compiled step at static shapes
             (`openvica_sim.compiled`: a CUDA graph per shape on a GPU); its first use compiles (`warm_up` does it
             ahead). The eager engine is the reference: tokens are the same.
@@ -133,9 +134,11 @@ class Simulator:
     """
 
     def __init__(self, bundle: Bundle, top_k: int | None = None, temperature: float = 1.0, decoder: str | None = None,
-                 context_frames: int = TRAINED_CONTEXT_FRAMES, min_rows: int = MIN_ROWS, wavefront: int | None = None,
+                 context_frames: int | None = None, min_rows: int = MIN_ROWS, wavefront: int | None = None,
                  compile: bool = False, kv_dtype: str | None = None, codec_threads: int | None = CODEC_THREADS):
         top_k = bundle.top_k if top_k is None else top_k
+        context_frames = bundle.context_frames if context_frames is None else context_frames
+        wavefront = bundle.wavefront if wavefront is None else wavefront
         if top_k < 1:
             raise ValueError(f"top_k={top_k} must be at least 1 (1 is greedy)")
         if temperature < 0:
@@ -159,8 +162,10 @@ class Simulator:
         self.lookahead = 1 if decoder == "video_decoder" else 0
         self.layout = bundle.layout
         self.n = self.layout.tokens_per_frame
-        self.wavefront = wavefront
         self.schedule = None if wavefront is None else self.layout.wavefront(wavefront)
+        if self.schedule is not None and self.schedule.raster:  # raster order: the raster loop is the same, faster
+            self.schedule, wavefront = None, None
+        self.wavefront = wavefront
         self._code_index = torch.arange(self.n, device=self.device)  # + a frame's first sampler position
         self.grid = self.layout.grid
         self.prompt_ids = torch.tensor(bundle.prompt_ids, device=self.device)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..video_io import write_video
-from .synthetic import random_drive, render_drive
+from .synthetic import drive_track, random_drive, render_drive
 
 FPS = 30
 HEIGHT, WIDTH = 720, 1280
@@ -53,7 +53,8 @@ def write_bdd100k(root: str | os.PathLike, split: str = "train", num_videos: int
             (video_dir / f"{video_id}.mov").write_bytes(rng.bytes(4096))
             continue
         drive = drives[video_id] = random_drive(rng)
-        clip = render_drive(drive, num_frames, fps=FPS, height=HEIGHT, width=WIDTH, rng_seed=int(rng.integers(2**31)))
+        render_seed = int(rng.integers(2**31))
+        clip = render_drive(drive, num_frames, fps=FPS, height=HEIGHT, width=WIDTH, rng_seed=render_seed)
         # write_video always muxes MP4 (ISO BMFF), which QuickTime/.mov readers and FFmpeg's probe accept
         write_video(video_dir / f"{video_id}.mov", clip.frames, fps=FPS)
         # the frame at 10 s, or in a shorter clip the last one on a 0.5 s step (a frame every 4 fps ingest keeps)
@@ -64,21 +65,23 @@ def write_bdd100k(root: str | os.PathLike, split: str = "train", num_videos: int
                                   for b in clip.boxes[labelled]]})
         if video_id not in no_info:
             start_ms = START_EPOCH_MS + 3_600_000 * (seed * num_videos + i)
-            info = _info(clip, seconds, start_ms, rng)
+            # the GPS log runs to the end of the last frame step: one 30 fps step longer than the frames
+            info = _info(drive_track(drive, num_frames + 1, FPS, render_seed), seconds, start_ms, rng)
             (info_dir / f"{video_id}.json").write_text(json.dumps(info))
     label_path.write_text(json.dumps(labels))
     return {"ids": ids, "corrupt": broken, "without_info": no_info, "drives": drives}
 
 
-def _info(clip, seconds: float, start_ms: int, rng: np.random.Generator) -> dict:
-    """BDD100K's info JSON of a rendered clip: positions integrated from its ego's speed and yaw rate (its ground
-    truth at the video's 30 fps), sampled at 1 Hz."""
+def _info(track, seconds: float, start_ms: int, rng: np.random.Generator) -> dict:
+    """BDD100K's info JSON of an ego track at the video's 30 fps: positions integrated from its motion, sampled at
+    1 Hz with the speed and yaw rate of that instant (as a GPS receiver reports them)."""
     dt = 1.0 / FPS
-    t = np.arange(len(clip.speed_mps)) * dt  # (S,) the video's frame times
-    speed, yaw_rate = clip.speed_mps.astype(np.float64), clip.yaw_rate_rps.astype(np.float64)
-    heading = float(rng.uniform(0, 2 * np.pi)) + np.concatenate([[0.0], np.cumsum(yaw_rate[1:] * dt)])  # clockwise
-    north = np.concatenate([[0.0], np.cumsum(speed[:-1] * np.cos(heading[:-1]) * dt)])
-    east = np.concatenate([[0.0], np.cumsum(speed[:-1] * np.sin(heading[:-1]) * dt)])
+    t = np.arange(len(track.speed_mps)) * dt  # (S,) the video's frame times
+    speed, yaw_rate = track.speed_now_mps, track.yaw_rate_now_rps
+    heading = float(rng.uniform(0, 2 * np.pi)) + np.concatenate([[0.0], np.cumsum(track.yaw_rate_rps[1:] * dt)])
+    moved = track.speed_mps[1:] * dt  # metres each frame step (the mean speed over it)
+    north = np.concatenate([[0.0], np.cumsum(moved * np.cos(heading[:-1]))])
+    east = np.concatenate([[0.0], np.cumsum(moved * np.sin(heading[:-1]))])
     lat0, lon0 = 37.77 + float(rng.uniform(-0.1, 0.1)), -122.42 + float(rng.uniform(-0.1, 0.1))
     lat = lat0 + np.degrees(north / EARTH_RADIUS_M)
     lon = lon0 + np.degrees(east / (EARTH_RADIUS_M * np.cos(np.radians(lat0))))

@@ -116,6 +116,8 @@ class EgoTrack:
     heading_rad: np.ndarray  # (T,) heading error against the road, + right
     speed_mps: np.ndarray  # (T,) mean over (t - 1, t]; frame 0: its instantaneous value
     yaw_rate_rps: np.ndarray  # (T,)
+    speed_now_mps: np.ndarray  # (T,) at the frame time itself (what a GPS sample there reads)
+    yaw_rate_now_rps: np.ndarray  # (T,)
 
 
 @dataclass
@@ -129,6 +131,7 @@ class SyntheticClip:
     attributes: dict = field(default_factory=dict)  # BDD100K {"weather", "timeofday", "scene"}
     lateral_m: np.ndarray | None = None  # (T,) float32 offset from the middle lane's centre, + right
     heading_rad: np.ndarray | None = None  # (T,) float32 heading error against the road, + right
+    track: EgoTrack | None = None  # the ego's whole state, float64 (instantaneous speed and yaw rate too)
 
 
 def render_drive(drive: Drive, num_frames: int, fps: float = 4.0, height: int = 256, width: int = 256,
@@ -136,14 +139,27 @@ def render_drive(drive: Drive, num_frames: int, fps: float = 4.0, height: int = 
     """Render `drive` with its driver, one frame every 1/fps seconds; cars, noise, rain and snow from `rng_seed`."""
     rng = np.random.default_rng(rng_seed)
     cars = _spawn_cars(drive, rng)
-    noise = rng.normal(0.0, drive.steer_noise_rps, int(np.ceil(num_frames / fps * 4)) + 2)  # redrawn each 0.25 s
+    track = _driven_track(drive, num_frames, fps, rng)
+    return _render(drive, track, cars, fps, height, width, focal_px, rng)
+
+
+def drive_track(drive: Drive, num_frames: int, fps: float = 4.0, rng_seed: int = 0) -> EgoTrack:
+    """The ego's track of `render_drive(drive, num_frames, fps, rng_seed=rng_seed)` without the pictures; a longer
+    one begins as the shorter one does (the GPS log of a video lasting to the end of its last frame step)."""
+    rng = np.random.default_rng(rng_seed)
+    _spawn_cars(drive, rng)  # the same draws as render_drive, in the same order
+    return _driven_track(drive, num_frames, fps, rng)
+
+
+def _driven_track(drive: Drive, num_frames: int, fps: float, rng: np.random.Generator) -> EgoTrack:
+    # the steering noise, redrawn each 0.25 s; a longer clip draws more, after the same first ones
+    noise = rng.normal(0.0, drive.steer_noise_rps, int(np.ceil(num_frames / fps * 4)) + 2)
 
     def command(t: float, state, dt: float) -> tuple[float, float]:
         v, w = _driver_command(drive, t, state, dt)
         return v, w + noise[int(t * 4)]
 
-    track = _simulate(drive, num_frames, fps, command)
-    return _render(drive, track, cars, fps, height, width, focal_px, rng)
+    return _simulate(drive, num_frames, fps, command)
 
 
 def render_commands(drive: Drive, speed_mps, yaw_rate_rps, fps: float = 4.0, height: int = 256, width: int = 256,
@@ -231,9 +247,10 @@ def _simulate(drive: Drive, num_frames: int, fps: float, command) -> EgoTrack:
     substeps = max(1, int(round(SUBSTEPS_PER_S / fps)))
     dt = 1.0 / (fps * substeps)
     state = _State(drive.start_m, drive.lane_offset_m, 0.0, float(drive.speed_mps))
-    out = {k: np.zeros(num_frames) for k in ("s", "d", "psi", "v", "w")}
+    out = {k: np.zeros(num_frames) for k in ("s", "d", "psi", "v", "w", "v_now", "w_now")}
     out["s"][0], out["d"][0], out["v"][0] = state.s, state.d, state.v
     out["w"][0] = float(drive.curvature_at(state.s)) * state.v
+    out["v_now"][0], out["w_now"][0] = out["v"][0], out["w"][0]
     for k in range(1, num_frames):
         moved, turned = 0.0, 0.0
         for i in range(substeps):
@@ -249,7 +266,8 @@ def _simulate(drive: Drive, num_frames: int, fps: float, command) -> EgoTrack:
             turned += w * dt
         out["s"][k], out["d"][k], out["psi"][k] = state.s, state.d, state.psi
         out["v"][k], out["w"][k] = moved * fps, turned * fps
-    return EgoTrack(out["s"], out["d"], out["psi"], out["v"], out["w"])
+        out["v_now"][k], out["w_now"][k] = v, w
+    return EgoTrack(out["s"], out["d"], out["psi"], out["v"], out["w"], out["v_now"], out["w_now"])
 
 
 def _driver_command(drive: Drive, t: float, state: _State, dt: float) -> tuple[float, float]:
@@ -308,7 +326,8 @@ def _render(drive: Drive, track: EgoTrack, cars: list[dict], fps: float, height:
         boxes.append(frame_boxes)
     return SyntheticClip(frames, boxes, track.speed_mps.astype(np.float32), track.yaw_rate_rps.astype(np.float32),
                          {"weather": BDD_WEATHER[drive.weather], "timeofday": BDD_TIMEOFDAY[drive.timeofday],
-                          "scene": "highway"}, track.lateral_m.astype(np.float32), track.heading_rad.astype(np.float32))
+                          "scene": "highway"}, track.lateral_m.astype(np.float32), track.heading_rad.astype(np.float32),
+                         track)
 
 
 def _road_centre(drive: Drive, s: float, d: float, psi: float, z: np.ndarray) -> np.ndarray:
