@@ -190,8 +190,12 @@ def synthetic_store(args) -> int:
 
             args.bundle = embedded.bundle_path()
         tokenizer = load_bundle(args.bundle, device=args.device, video_decoder=False).tokenizer
+    try:
+        shard = tuple(int(x) for x in args.shard.split("/"))
+    except ValueError as e:
+        raise ValueError(f"--shard {args.shard!r}: expected i/n, e.g. 0/4 for the first of 4 processes") from e
     index = write_synthetic_store(args.out, tokenizer, num_drives=args.drives, seconds=args.seconds, fps=args.fps,
-                                  seed=args.seed, split=args.split, world=args.world)
+                                  seed=args.seed, split=args.split, world=args.world, shard=shard)
     print(f"{args.out}: {len(index['clips'])} synthetic drives, {index['num_frames']} frames (tokens, frames, ego "
           f"motion, car boxes on every frame)")
     return 0
@@ -520,6 +524,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="commanded: an ego that changes speed and lane and swerves, on bending roads (default); "
                     "cruise: a lane keeper on a road of constant bend (`synthetic bdd100k`'s drives)")
     ss.add_argument("--split", default="train", choices=["train", "val", "test"])
+    ss.add_argument("--shard", default="0/1", help="i/n: this process renders drives i, i+n, ... into part i (run n "
+                    "processes for one store; default 0/1)")
     tok = ss.add_mutually_exclusive_group()
     tok.add_argument("--bundle", help="bundle whose tokenizer encodes the frames (default: the embedded default's)")
     tok.add_argument("--tokenizer", help="or a tokenizer folder")

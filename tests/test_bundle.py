@@ -71,3 +71,17 @@ def test_saving_over_a_non_bundle_folder_is_refused(tmp_path, test_bundle):
     with pytest.raises(FileExistsError):
         save_bundle(test_bundle, tmp_path / "data")
     assert (tmp_path / "data" / "x.txt").read_text() == "precious"
+
+
+def test_a_bundle_carries_its_decoding_defaults_and_the_simulator_takes_them(tmp_path, test_bundle):
+    from openvica_sim.bundle import create_bundle
+    from openvica_sim.simulator import Simulator
+
+    parts = save_bundle(test_bundle, tmp_path / "parts")
+    made = create_bundle(parts / "tokenizer", parts / "world_model", tmp_path / "b", context_frames=8, wavefront=2)
+    assert read_meta(made)["sampling"] == {"top_k": 64, "context_frames": 8, "wavefront": 2}
+    sim = Simulator(load_bundle(made), decoder="tokenizer")
+    assert sim.context_frames == 8 and sim.wavefront == 2 and sim.schedule.num_steps == 46
+    raster = Simulator(load_bundle(made), decoder="tokenizer", wavefront=16, context_frames=12)
+    assert raster.schedule is None and raster.context_frames == 12  # 16 is raster order: the raster loop runs it
+    assert Simulator(load_bundle(parts), decoder="tokenizer").context_frames == 16  # older bundles: the paper's

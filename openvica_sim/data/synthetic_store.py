@@ -41,9 +41,11 @@ def drive_id(seed: int, index: int) -> str:
 @torch.inference_mode()
 def write_synthetic_store(out: str | os.PathLike, tokenizer, num_drives: int = 8, seconds: float = 10.0,
                           fps: float = 4.0, seed: int = 0, split: str = "train", batch_size: int = 16,
-                          world: str = "commanded", progress: bool = True) -> dict:
-    """Render `num_drives` drives of `seconds` at `fps` into the store `out` (part 0), tokenised by `tokenizer` (a
-    `Tokenizer` or a bundle); a rerun adds only the drives not yet in the store. Returns the consolidated index.
+                          world: str = "commanded", shard: tuple[int, int] = (0, 1), progress: bool = True) -> dict:
+    """Render `num_drives` drives of `seconds` at `fps` into the store `out`, tokenised by `tokenizer` (a `Tokenizer`
+    or a bundle); a rerun adds only the drives not yet in the store. With `shard` = (i, n) this process writes drives
+    i, i + n, ... into part i, so n processes fill one store (the last to finish consolidates all of them). Returns
+    the consolidated index.
 
     Raises:
         ValueError: num_drives < 1, seconds * fps < 2 frames, an unknown world, or a store part written with other
@@ -51,15 +53,18 @@ def write_synthetic_store(out: str | os.PathLike, tokenizer, num_drives: int = 8
     """
     if world not in WORLDS:
         raise ValueError(f"world={world!r}: choose one of {WORLDS}")
+    index, count = shard
+    if not 0 <= index < count:
+        raise ValueError(f"shard={shard}: expected (i, n) with 0 <= i < n")
     tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
     num_frames = int(round(seconds * fps))
     if num_drives < 1 or num_frames < 2:
         raise ValueError(f"num_drives={num_drives} must be >= 1 and seconds * fps = {seconds * fps:g} >= 2 frames")
     size = tokenizer.config.image_size
-    writer = PartWriter(out, 0, fps=fps, split=split, frame_size=size, store_frames=True,
+    writer = PartWriter(out, index, fps=fps, split=split, frame_size=size, store_frames=True,
                         token_shape=(tokenizer.config.tokens_per_side,) * 2, codebook_size=tokenizer.config.codebook_size)
     present = writer.clip_ids
-    todo = [i for i in range(num_drives) if drive_id(seed, i) not in present]
+    todo = [i for i in range(index, num_drives, count) if drive_id(seed, i) not in present]
     if todo and writer.complete:
         writer.set_complete(False)
     param = next(tokenizer.parameters())

@@ -27,6 +27,7 @@ class EvalClip:
     num_frames: int  # frames of the window this clip has (>= T + N; T + N + 1 with VDEC's lookahead)
     speed_mps: np.ndarray  # (num_frames,) float64, NaN unknown
     yaw_rate_rps: np.ndarray  # (num_frames,)
+    boxes: dict[int, list[dict]] | None = None  # {frame in the window: ground-truth boxes}, from a store's labels
 
 
 class EvalClips:
@@ -66,7 +67,8 @@ class EvalClips:
                 continue
             n = min(usable, length)
             window = slice(start_frame, start_frame + n)
-            clips.append(EvalClip(clip_id, n, _pad(speed, available)[window], _pad(yaw, available)[window]))
+            clips.append(EvalClip(clip_id, n, _pad(speed, available)[window], _pad(yaw, available)[window],
+                                  _boxes(source, clip_id, start_frame, n)))
             if limit is not None and len(clips) >= limit:
                 break
         if not clips:
@@ -128,6 +130,15 @@ def _ego_and_length(source, clip_id: str) -> tuple[np.ndarray, np.ndarray, int]:
 
         return speed, yaw, len(_image_files(folder))
     return speed, yaw, len(source.frames(clip_id))  # a video: decode it once to count
+
+
+def _boxes(source, clip_id: str, start: int, length: int) -> dict[int, list[dict]] | None:
+    """A store clip's labelled frames in the window, by their index in it (the synthetic world labels every frame)."""
+    store = getattr(source, "store", None)
+    if store is None:
+        return None
+    labels = store._by_id[clip_id].get("labels") or []
+    return {int(x["frame"]) - start: list(x["boxes"]) for x in labels if start <= int(x["frame"]) < start + length}
 
 
 def _pad(values: np.ndarray, length: int) -> np.ndarray:

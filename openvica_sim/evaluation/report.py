@@ -69,14 +69,18 @@ def video_markdown(result: dict, pictures: list[str]) -> str:
                      f"{_f(row['fid'], 2)} | {_f(row['cmmd'], 3)} | {_f(row['fvd'], 2)} | {_f(paper.get('fid'), 2)} | "
                      f"{_f(paper.get('cmmd'), 3)} | {_f(paper.get('fvd'), 2)} |")
     lines += ["", "## Against the real continuation, frame by frame (means over clips and frames)", "",
-              "| System | k | decoder | MSE | PSNR (dB) | SSIM | MS-SSIM | LPIPS | surprise (nats/code) |",
-              "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+              "| System | k | decoder | MSE | PSNR (dB) | SSIM | MS-SSIM | LPIPS | markings kept | cars kept "
+              "| surprise (nats/code) |",
+              "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for row in result["results"]:
         lines.append(f"| {SYSTEM_NAMES.get(row['system'], row['system'])} | {_k(row['k'])} | {row['decoder'] or '-'} | "
                      f"{_f(row['mse'], 1)} | {_f(row['psnr'], 2)} | {_f(row['ssim'], 4)} | {_f(row['ms_ssim'], 4)} | {_f(row['lpips'], 4)} "
-                     f"| {_f(row['surprise'], 3)} |")
-    lines += ["", "MSE in uint8 units squared. Surprise: the WM's mean surprise at the generated frames; on the "
-              "transcoding rows, its teacher-forced surprise at the real frames.", ""]
+                     f"| {_f(row.get('marking_recall'), 2)} | {_f(row.get('car_recall'), 2)} | {_f(row['surprise'], 3)} |")
+    lines += ["", "MSE in uint8 units squared. Markings and cars kept (the synthetic world's scene checks, "
+              "`metrics.scene`): the share of the real frame's lane-marking pixels with a marking within 2 pixels in "
+              "the generated frame, and of its cars that still stand out from the road (real consecutive frames "
+              "score about 0.5 on markings: dashes move). Surprise: the WM's mean surprise at the generated frames; "
+              "on the transcoding rows, its teacher-forced surprise at the real frames.", ""]
     adherence = result.get("adherence")
     if adherence and "replay" in adherence:
         r, c = adherence["replay"], adherence["counterfactual"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from openvica_sim.metrics import distribution, networks, reconstruction
+from openvica_sim.metrics import distribution, networks, reconstruction, scene
 
 METRICS = ("fid", "fvd", "cmmd", "mse", "psnr", "ssim", "ms_ssim", "lpips")
 
@@ -94,12 +94,18 @@ class ClipScores(FeatureSet):
 
     def __init__(self, nets: FeatureNetworks):
         super().__init__(nets)
-        self.per_frame: dict[str, list[np.ndarray]] = {"mse": [], "psnr": [], "ssim": [], "ms_ssim": [], "lpips": []}
+        self.per_frame: dict[str, list[np.ndarray]] = {"mse": [], "psnr": [], "ssim": [], "ms_ssim": [], "lpips": [],
+                                                       "marking_recall": [], "car_recall": []}
         self.surprise: list[np.ndarray] = []
 
-    def add_pair(self, generated: np.ndarray, real: np.ndarray, surprise: np.ndarray | None = None) -> None:
-        """One clip: generated and real frames uint8 (N, H, W, 3), and the generated frames' surprise (N,)."""
+    def add_pair(self, generated: np.ndarray, real: np.ndarray, surprise: np.ndarray | None = None,
+                 boxes: list[list[dict]] | None = None) -> None:
+        """One clip: generated and real frames uint8 (N, H, W, 3), the generated frames' surprise (N,), and the real
+        frames' ground-truth boxes (N lists) when the clip has them (the synthetic world's scene checks)."""
         self.add(generated)
+        self.per_frame["marking_recall"].append(scene.marking_recall(generated, real))
+        if boxes is not None:
+            self.per_frame["car_recall"].append(scene.car_recall(generated, real, boxes))
         self.per_frame["mse"].append(reconstruction.mse(generated, real))
         self.per_frame["psnr"].append(reconstruction.psnr(generated, real))
         self.per_frame["ssim"].append(reconstruction.ssim(generated, real))
@@ -115,10 +121,10 @@ class ClipScores(FeatureSet):
         out = self.distances(real)
         per_frame = {}
         for name, values in self.per_frame.items():
-            if values:
-                stacked = np.stack(values)  # (C, N)
-                out[name] = float(stacked.mean())
-                per_frame[name] = stacked.mean(0).tolist()
+            stacked = np.stack(values) if values else np.zeros((0, 0))  # (C, N); NaN where a frame has nothing to find
+            if np.isfinite(stacked).any():
+                out[name] = float(np.nanmean(stacked))
+                per_frame[name] = [float(v) if np.isfinite(v) else None for v in _nanmean0(stacked)]
             else:
                 out[name] = None
         out["surprise"] = float(np.mean(self.surprise)) if self.surprise else None
@@ -128,3 +134,9 @@ class ClipScores(FeatureSet):
         out["per_frame"] = per_frame
         out["per_clip"] = {"mse": np.stack(self.per_frame["mse"]).mean(1).tolist()} if self.per_frame["mse"] else {}
         return out
+
+
+def _nanmean0(values: np.ndarray) -> np.ndarray:
+    """Column means ignoring NaN, NaN for all-NaN columns, without numpy's warning about them."""
+    finite = np.isfinite(values)
+    return np.where(finite.any(0), np.where(finite, values, 0).sum(0) / np.maximum(finite.sum(0), 1), np.nan)

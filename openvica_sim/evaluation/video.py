@@ -9,7 +9,9 @@ real continuation. Rows of the result, one per (system, k, decoder):
                                   tok+wm+vdec is OpenViCA
 
 Every row has FID, FVD, CMMD (against the real continuations), MSE, PSNR, SSIM, MS-SSIM, LPIPS (against the real
-frame of the same index, also per predicted frame index: they fall with the horizon; MSE per clip too) and surprise (the WM's mean surprise at
+frame of the same index, also per predicted frame index: they fall with the horizon; MSE per clip too), the
+synthetic world's scene checks (`metrics.scene`: how many of the real frame's lane-marking pixels and, where the
+store has boxes, cars the generated frame still shows) and surprise (the WM's mean surprise at
 the generated frames; on the transcoding rows, its teacher-forced surprise at the real ones). A metric whose feature
 network is not given is null, and listed under "skipped". With an ego-motion probe, "adherence" holds the replay and
 counterfactual measures of `metrics.ego`.
@@ -197,6 +199,7 @@ def _score(settings, sim, clips: EvalClips, cache: RolloutCache, nets: FeatureNe
     for clip in _progress(clips.clips, progress, "eval metrics"):
         frames = clips.frames(clip)  # (T + N [+ 1], S, S, 3)
         target = frames[T:T + N]
+        boxes = None if clip.boxes is None else [clip.boxes.get(T + j, []) for j in range(N)]
         real.add(target)
         codes = sim.encode(frames)  # (T + N [+ 1], h, w)
         if len(codes) < T + N + 1:  # no lookahead frame in the clip: its last frame stands in for it
@@ -204,7 +207,7 @@ def _score(settings, sim, clips: EvalClips, cache: RolloutCache, nets: FeatureNe
         real_surprise = sim.score([codes[:T + N]])[0][T:T + N] if settings.transcode else None
         for system, k, decoder in systems:
             if system == "copy-last":
-                scores[(system, k, decoder)].add_pair(np.repeat(frames[T - 1:T], N, axis=0), target)
+                scores[(system, k, decoder)].add_pair(np.repeat(frames[T - 1:T], N, axis=0), target, boxes=boxes)
                 continue
             if k is None:  # transcoding: frames T - 1 .. T + N of the real clip
                 window, surprise = codes[T - 1:], real_surprise
@@ -213,7 +216,7 @@ def _score(settings, sim, clips: EvalClips, cache: RolloutCache, nets: FeatureNe
                 window = torch.cat([codes[T - 1:T], torch.as_tensor(generated, device=codes.device)])
                 surprise = surprise[:N]
             decoded = sim.decode_frames(window[None], DECODERS[decoder])[0]  # (N, S, S, 3)
-            scores[(system, k, decoder)].add_pair(decoded, target, surprise)
+            scores[(system, k, decoder)].add_pair(decoded, target, surprise, boxes)
             if (system, k, decoder) == (f"tok+wm+{decoders[0]}", ks[0], decoders[0]) and \
                     len(samples["real"]) < settings.samples:
                 samples["clip_ids"].append(clip.clip_id)
