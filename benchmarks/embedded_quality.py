@@ -5,14 +5,16 @@ one JSON line of the numbers the README's embedded-default table gives, and the 
 - surprise_real: the WM's teacher-forced surprise at the real continuation, nats per code (chance: log K).
 - rollout_mse / copy_last_mse: mean squared error of the rollout's frames (top-k of the bundle, VDEC) and of the
   last seed frame repeated, against the real continuation; rollout_nearer_than_copy_last: share of clips whose
-  rollout is nearer than the copy (a world model that keeps the scene and moves it on wins here).
+  rollout is nearer than the copy (a world model that keeps the scene and moves it on wins here); *_recall_frame4:
+  the scene checks (`metrics.scene`: the real frame's lane-marking pixels and car boxes found again) at predicted
+  frame 4.
 - rollout_psnr_db, rollout_ssim, rollout_surprise: the rollout row's means; adherence: the ego-motion probe's
   measures (`metrics.ego`) when the embedded probe is shipped.
 
 FID, FVD, CMMD and LPIPS need the published feature networks (not shipped): pass them as to `openvica eval video`.
 
     .venv/bin/python benchmarks/embedded_quality.py --json                                # the 8 shipped clips
-    .venv/bin/python benchmarks/embedded_quality.py --json --heldout runs/embedded/tokens-val.zarr   # all 12 clips
+    .venv/bin/python benchmarks/embedded_quality.py --json --heldout runs/embedded/val.zarr   # all 12 held-out drives
 """
 
 from __future__ import annotations
@@ -46,12 +48,19 @@ def summary(result: dict) -> dict:
            "rollout_nearer_than_copy_last": float(np.mean(own < baseline)),
            "rollout_psnr_db": rollout["psnr"], "rollout_ssim": rollout["ssim"], "rollout_surprise": rollout["surprise"],
            "fid": rollout["fid"], "fvd": rollout["fvd"], "cmmd": rollout["cmmd"], "lpips": rollout["lpips"]}
+    for name in ("marking_recall", "car_recall"):  # the scene checks at predicted frame 4, and their means
+        for system, row in (("rollout", rollout), ("copy_last", copy), ("tok_vdec", rows.get(("tok+vdec", None, "vdec")))):
+            per_frame = (row or {}).get("per_frame", {}).get(name) or []
+            out[f"{system}_{name}_frame4"] = per_frame[3] if len(per_frame) > 3 else None
+        out[f"rollout_{name}"] = rollout.get(name)
     if result.get("adherence") and "replay" in result["adherence"]:
         a = result["adherence"]
         out["adherence"] = {"ratio": a["replay"]["ratio"], "replay_error_speed_mps": a["replay"]["replay_error_speed_mps"],
                             "replay_error_yaw_rate_rps": a["replay"]["replay_error_yaw_rate_rps"],
                             "counterfactual_accuracy": a["counterfactual"]["accuracy"],
                             "left_vs_right": a["counterfactual"]["left_vs_right"],
+                            "brake_vs_straight": a["counterfactual"]["brake"],
+                            "counterfactual": a["counterfactual"],
                             "action_conditioned": a["action_conditioned"]}
     return out
 
@@ -69,11 +78,12 @@ def main(argv=None) -> None:
     p.add_argument("--i3d", default=None)
     p.add_argument("--clip-model", default=None)
     p.add_argument("--lpips-net", default=None)
+    p.add_argument("--ego-probe", default=None, help="ego-motion probe folder (default: the shipped one)")
     p.add_argument("--json", action="store_true", help="only the JSON line on stdout")
     args = p.parse_args(argv)
     started = time.perf_counter()
     bundle = args.bundle or str(embedded.bundle_path())
-    probe = embedded.ego_probe_path()
+    probe = args.ego_probe or embedded.ego_probe_path()
     settings = VideoEvalSettings(
         bundle=bundle, clips=args.heldout or str(embedded.seeds_path()), limit=args.clips, seed=args.seed,
         top_k=[args.top_k] if args.top_k else None, ego_probe=str(probe) if probe else None,

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .scenarios.ego import PROGRAMS as EGO_PROGRAMS
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
@@ -69,6 +71,7 @@ def rollout(args) -> int:
         raise ValueError(f"need at least 2 seed frames, got {len(seeds)} from {args.frames or args.video}")
     if len({s.shape for s in seeds}) != 1:
         raise ValueError(f"seed frames differ in size: {[s.shape for s in seeds]}")
+    ego_program, seed_ego, commands = _ego_commands(args, len(seeds))
     with torch.no_grad():  # a block, not torch.set_grad_enabled(False): that would leak into callers of main()
         started = time.perf_counter()
         bundle = load_bundle(args.bundle, device=args.device)
@@ -76,7 +79,10 @@ def rollout(args) -> int:
                         decoder={"vdec": "video_decoder", "dec": "tokenizer", None: None}[args.decoder])
         sim.profile = True  # the world model's and the decoder's seconds, reported below
         loaded = time.perf_counter()
-        out = sim.rollout(seeds[None], args.steps, seeds=derive_seeds(args.seed, 1), progress=True)
+        coding = bundle.action_coding
+        out = sim.rollout(seeds[None], args.steps, seeds=derive_seeds(args.seed, 1), progress=True,
+                          seed_actions=coding.to_normalized(*seed_ego.T)[None],
+                          commands=coding.to_normalized(*commands[:args.steps].T)[None])  # each frame its own
         done = time.perf_counter()
     seed_view = model_view(seeds)
     video = np.concatenate([seed_view, out.frames[0]])
@@ -85,12 +91,45 @@ def rollout(args) -> int:
     write_contact_sheet(sheet, [video], num_seed_frames=len(seed_view),
                         labels=[f"{Path(args.bundle).name}: {len(seed_view)} seed + {args.steps} predicted frames, "
                                 f"top-k {sim.top_k}, seed {args.seed}"
-                                + (f", wavefront {args.wavefront}" if args.wavefront else "")])
+                                + (f", wavefront {sim.wavefront}" if sim.wavefront else "")
+                                + (f", ego {ego_program}" if bundle.action_conditioned else "")])
     print(json.dumps({"video": str(out_path), "contact_sheet": str(sheet), "seed_frames": len(seed_view),
-                      "frames": args.steps, "wavefront": args.wavefront, "load_s": round(loaded - started, 2),
-                      "rollout_s": round(done - loaded, 2), "world_model_s": round(sim.timings.get("world_model", 0), 2),
+                      "frames": args.steps, "wavefront": sim.wavefront, "context_frames": sim.context_frames,
+                      "ego": ego_program if bundle.action_conditioned else "ignored (the bundle is not action-conditioned)",
+                      "load_s": round(loaded - started, 2), "rollout_s": round(done - loaded, 2),
+                      "world_model_s": round(sim.timings.get("world_model", 0), 2),
                       "surprise_per_frame": np.round(out.surprise[0], 3).tolist()}))
     return 0
+
+
+def _ego_commands(args, num_seed_frames: int) -> tuple[str, np.ndarray, np.ndarray]:
+    """(program, seed ego (T, 2), commands (steps, 2)) in m/s and rad/s for `rollout --ego`: the seed clip's
+    own ego motion (`replay`, from an ego.json beside the seed frames) or a scenario program from the seed's last
+    state (NaN: unknown)."""
+    from .scenarios.ego import commands as program_commands
+
+    ego_file = Path(args.frames[0]).parent / "ego.json" if args.frames else None
+    ego, last = None, num_seed_frames - 1
+    if ego_file is not None and ego_file.is_file():
+        data = json.loads(ego_file.read_text())
+        ego = np.stack([np.asarray(data["speed_mps"], np.float64), np.asarray(data["yaw_rate_rps"], np.float64)], 1)
+        # ego.json has one entry per image of the folder, in name order: the seed frames' own are at their places
+        images = sorted(p.name for p in ego_file.parent.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+        last = images.index(Path(args.frames[-1]).name) if Path(args.frames[-1]).name in images else last
+    program = args.ego or ("replay" if ego is not None else "constant")
+    first = last + 1 - num_seed_frames
+    seed_ego = ego[first:last + 1] if ego is not None and first >= 0 and len(ego) > last else np.full(
+        (num_seed_frames, 2), np.nan)
+    if program == "replay":
+        if ego is None:
+            raise ValueError("--ego replay needs the seed clip's ego.json beside its frames (the embedded seed clips "
+                             "have one); pick a program instead, e.g. --ego constant")
+        future = ego[last + 1:]
+        if len(future) == 0:
+            raise ValueError(f"{ego_file} holds no ego motion after the {num_seed_frames} seed frames")
+        future = np.concatenate([future, np.repeat(future[-1:], max(0, args.steps + 1 - len(future)), 0)])
+        return program, seed_ego, future[:args.steps + 1]
+    return program, seed_ego, program_commands(program, {}, args.steps + 1, *seed_ego[-1])
 
 
 def info(args) -> int:
@@ -332,6 +371,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="top-k sampling (default: the bundle's; the paper's 7B system: 1000, Table V)")
     r.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0 = greedy)")
     r.add_argument("--seed", type=int, default=0, help="sampler seed: same seed, same video")
+    r.add_argument("--ego", default=None, choices=["replay", *EGO_PROGRAMS],
+                   help="ego commands of an action-conditioned bundle, one per predicted frame: replay the seed "
+                   "clip's own (its ego.json; the default when there is one) or a scenario program from the seed's "
+                   "last ego state (default constant)")
     r.add_argument("--wavefront", type=int, default=None, metavar="W",
                    help="wavefront decoding: row r of a frame starts once row r-1 has W codes (15W+16 world-model "
                    "forwards a frame instead of 256; W=2: 5.6x fewer); default raster")
@@ -352,7 +395,7 @@ def _parser() -> argparse.ArgumentParser:
     br.add_argument("--preset", default="tiny", help="tiny | test | lwm-7b (7B needs ~28 GB in fp32)")
     br.add_argument("--out", required=True)
     br.add_argument("--seed", type=int, default=0)
-    br.add_argument("--action-conditioned", action="store_true", help="reserve ego-command tokens (DESIGN.md)")
+    br.add_argument("--action-conditioned", action="store_true", help="reserve ego-command tokens (docs/design.md)")
     br.set_defaults(run=bundle_random)
     bc = b.add_parser("create", help="assemble a bundle from converted parts",
                       description="Join a tokenizer folder (openvica convert vqgan, or aMUSEd's vqvae/), a world-model "

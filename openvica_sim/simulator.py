@@ -2,7 +2,7 @@
 
     seed frames --TOK--> tokens --WM(prompt, frames)--> next frame's n codes --VDEC(t-1, t, t+1)--> frame t
 
-How it is fast (DESIGN.md "Speed, by construction"):
+How it is fast (docs/design.md "Speed, by construction"):
 - the fixed prompt is prefilled once per Simulator and its KV cache copied into every row;
 - all rows decode together, one forward per token, with a static KV cache;
 - sampling (top-k, Gumbel-max with hashed noise) stays on the device: no host sync per token;
@@ -12,7 +12,7 @@ How it is fast (DESIGN.md "Speed, by construction"):
   positions (one forward per several frames), so positions stay inside the trained T + N = 16 frames and
   memory stays bounded however long the rollout.
 
-How it is reproducible (DESIGN.md "Determinism"): every draw depends only on (row seed, position, id), and
+How it is reproducible (docs/design.md "Determinism"): every draw depends only on (row seed, position, id), and
 the engine decodes at a fixed row width, padding idle rows, because a GEMV at one row and a GEMM at several
 round differently. So a clip's tokens depend on its seed alone, not on the batch it ran in.
 
@@ -234,16 +234,35 @@ class Simulator:
 
     def rollout(self, frames: np.ndarray | None, num_frames: int, seeds: list[int], *,
                 tokens: np.ndarray | None = None, actions: np.ndarray | None = None,
-                seed_actions: np.ndarray | None = None, progress: bool = False) -> Rollout:
+                seed_actions: np.ndarray | None = None, commands: np.ndarray | None = None,
+                progress: bool = False) -> Rollout:
         """Continue B clips by `num_frames` frames: `start` then `num_frames` x `step`.
 
-        `actions` (B, num_frames, 2): the ego command of each step; `seed_actions` (B, T, 2): the ego motion of the
-        seed frames (action-conditioned bundles; both ignored otherwise, and "unknown" when not given).
+        `actions` (B, num_frames, 2): the ego command of each step, as the env takes it (with VDEC's lookahead the
+        action of step k shapes the frame shown at step k + 1); or `commands` (B, num_frames, 2): the ego command of
+        each predicted frame itself (the world model predicts all frames with them, `predict`, then the decoder
+        decodes them: no latency; how a drive is replayed). `seed_actions` (B, T, 2): the ego motion of the seed
+        frames. All three in [-1, 1] (`ActionCoding.to_normalized`), for action-conditioned bundles; ignored by
+        others, and "unknown" where not given or NaN.
         """
         if num_frames < 1:
             raise ValueError(f"num_frames={num_frames} must be at least 1")
+        if actions is not None and commands is not None:
+            raise ValueError("pass actions (per env step) or commands (per predicted frame), not both")
         state = self.start(frames, seeds, tokens=tokens, actions=seed_actions)
         seed_tokens = self.layout.codes(state.history)[:state.batch_size]
+        if commands is not None:
+            commands = np.asarray(commands, np.float64)
+            B = state.batch_size
+            if commands.shape != (B, num_frames, 2):
+                raise ValueError(f"commands must be (B, num_frames, 2) = ({B}, {num_frames}, 2), got {commands.shape}")
+            ahead = np.concatenate([commands, commands[:, -1:]], 1)  # VDEC's lookahead frame: the last command again
+            codes, surprises = self.predict(state, num_frames + 1, ahead)
+            with self.timed("video_decoder" if self.decoder == "video_decoder" else "tokenizer_decoder"):
+                shown = self.decode_frames(torch.cat([seed_tokens[:B, -1:], codes], dim=1))
+            return Rollout(frames=shown, tokens=codes[:, :num_frames].cpu().numpy(),
+                           surprise=surprises[:, :num_frames].float().cpu().numpy(),
+                           seed_tokens=seed_tokens.cpu().numpy())
         outs = []
         for k in tqdm(range(num_frames), desc="rollout", unit="frame", disable=not progress):
             outs.append(self.step(state, None if actions is None else np.asarray(actions)[:, k]))

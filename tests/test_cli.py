@@ -37,6 +37,21 @@ def test_rollout_from_a_video_uses_its_last_seed_frames(tmp_path, bundle_dir):
     assert read_video(tmp_path / "out.mp4").shape[0] == 3
 
 
+def test_rollout_drives_an_action_conditioned_bundle_by_program_or_by_the_seed_clips_own_ego(
+        tmp_path, action_bundle, capsys):
+    bundle = save_bundle(action_bundle, tmp_path / "action-bundle")
+    main(["synthetic", "frames", "--out", str(tmp_path / "s"), "--frames", "2"])
+    seeds = [str(tmp_path / "s" / f"00000{i}.png") for i in range(2)]
+    args = ["rollout", "--bundle", str(bundle), "--frames", *seeds, "--steps", "2", "--top-k", "10"]
+    assert main([*args, "--ego", "replay"]) == 1, "replay needs the clip's ego.json"
+    assert "ego.json" in capsys.readouterr().err
+    assert main([*args, "--ego", "brake", "--out", str(tmp_path / "brake.mp4")]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["ego"] == "brake"
+    (tmp_path / "s" / "ego.json").write_text(json.dumps({"speed_mps": [10, 10, 9, 8], "yaw_rate_rps": [0, 0, .1, .1]}))
+    assert main([*args, "--out", str(tmp_path / "replay.mp4")]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["ego"] == "replay", "the default with ego.json"
+
+
 def test_info_prints_the_bundle_layout_and_parameter_counts(bundle_dir, capsys):
     assert main(["info", "--bundle", str(bundle_dir), "--params"]) == 0
     meta = json.loads(capsys.readouterr().out)

@@ -153,6 +153,24 @@ def test_action_conditioned_frames_carry_ego_ids_before_their_codes(action_bundl
         sim.step(state, actions=np.array([[3.0, 0.0]]))
 
 
+def test_commands_give_each_predicted_frame_its_own_ego_ids_and_the_codes_of_predict(action_bundle, seed_frames):
+    sim = Simulator(action_bundle, top_k=20, decoder="tokenizer")
+    coding = action_bundle.action_coding
+    commands = np.stack([coding.to_normalized([20.0, 10.0, 0.0], np.zeros(3)),  # brake to standstill
+                         coding.to_normalized(np.full(3, 20.0), np.full(3, 0.2))])  # (2 clips, 3 frames, 2)
+    out = sim.rollout(seed_frames[:2], 3, seeds=[1, 2], commands=commands)
+    assert out.frames.shape[:2] == (2, 3) and out.tokens.shape[:2] == (2, 3) and out.surprise.shape == (2, 3)
+    state = sim.start(seed_frames[:2], seeds=[1, 2])
+    codes, _ = sim.predict(state, 4, np.concatenate([commands, commands[:, -1:]], 1))
+    assert np.array_equal(out.tokens, codes[:, :3].numpy()), "replaying commands is predict with the same draws"
+    speed_ids = coding.vision_ids(np.array([20.0, 10.0, 0.0]), np.zeros(3))[:, 0]
+    assert state.history[0, -4:-1, 0].tolist() == [sim.wm.config.vision_id(int(i)) for i in speed_ids]
+    with pytest.raises(ValueError, match=r"commands must be \(B, num_frames, 2\)"):
+        sim.rollout(seed_frames[:2], 2, seeds=[1, 2], commands=commands)
+    with pytest.raises(ValueError, match="not both"):
+        sim.rollout(seed_frames[:2], 3, seeds=[1, 2], commands=commands, actions=commands)
+
+
 @pytest.mark.parametrize("frames, match", [
     (np.zeros((1, 1, 64, 64, 3), np.uint8), "at least 2"),
     (np.zeros((1, 2, 64, 64, 3), np.float32), "uint8"),
@@ -174,7 +192,7 @@ def test_wrong_seed_count_and_bad_options_are_clear_errors(sim, test_bundle, see
 
 
 def test_simulator_core_imports_no_edge_libraries():
-    # `import openvica_sim` registers OpenViCA-v0 and so loads gymnasium (DESIGN.md "Gymnasium 1.4"); only the
+    # `import openvica_sim` registers OpenViCA-v0 and so loads gymnasium (docs/design.md "Gymnasium 1.4"); only the
     # package __init__ and envs/ may. So: at run time no ray, hydra or zarr gets loaded, and in the source no
     # module the engine imports, transitively, imports an edge library.
     code = ("import sys, openvica_sim.simulator; "

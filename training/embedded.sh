@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# The embedded default's recipe (issue 7): the synthetic world -> Zarr -> TOK+DEC, WM, VDEC -> the bundle shipped
-# in openvica_sim/embedded/. Every step is this project's own command; rerunning resumes (finished steps are
-# skipped, training runs continue from their last checkpoint).
+# The embedded default's recipe on a CPU (issues 7 and 19): the drivable synthetic world rendered straight at the
+# model's view -> Zarr -> TOK+DEC, WM (action-conditioned), VDEC, the ego-motion probe -> the bundle shipped in
+# openvica_sim/embedded/ and its pictures in docs/. Every step is this project's own command; rerunning resumes
+# (stores add only missing drives, training runs continue from their last checkpoint). The GPU recipe, which trains
+# on five times the drives, is training/embedded_gpu.sh; the BDD100K-layout round trip (`openvica synthetic
+# bdd100k` -> `openvica data ingest`) is the ingest path's test, not needed here.
 #
-#   make embedded                      # = bash training/embedded.sh, on a 2-core CPU about two hours
+#   make embedded                      # = bash training/embedded.sh, on a 2-core CPU several hours
 #   OUT=/tmp/emb bash training/embedded.sh
-#   TOKENIZER=openvica_sim/embedded/bundle/tokenizer bash training/embedded.sh   # keep a trained TOK+DEC (skips 2-3)
+#   TOKENIZER=openvica_sim/embedded/bundle/tokenizer VIDEO_DECODER=openvica_sim/embedded/bundle/video_decoder \
+#       bash training/embedded.sh     # keep the shipped TOK+DEC and VDEC (how the second generation was made)
 set -euo pipefail
 OUT=${OUT:-runs/embedded}
 BIN=${BIN:-.venv/bin}
@@ -14,50 +18,51 @@ TOP_K=${TOP_K:-100}    # the bundle's sampling default (see the README: measured
 TIMES="$OUT/times.txt"; mkdir -p "$OUT"
 step() { echo "== $(date +%T) $*" >&2; echo "$(date +%s) $*" >> "$TIMES"; }
 
-step "1. the synthetic world in BDD100K's layout: 96 training and 12 held-out drives of 10 s"
-[ -f "$OUT/bdd/.train-done" ] || { "$BIN/openvica" synthetic bdd100k --out "$OUT/bdd" --split train --videos 96 \
-    --seconds 10 --seed 0 && touch "$OUT/bdd/.train-done"; }
-[ -f "$OUT/bdd/.val-done" ] || { "$BIN/openvica" synthetic bdd100k --out "$OUT/bdd" --split val --videos 12 \
-    --seconds 10 --seed 1 && touch "$OUT/bdd/.val-done"; }
+DRIVES=${DRIVES:-192}; VAL_DRIVES=${VAL_DRIVES:-12}
+JOBS=${JOBS:-2}  # one `synthetic store` shard per core
 
 if [ -z "${TOKENIZER:-}" ]; then
-    step "2. frames for TOK+DEC training (the random tokenizer's tokens are not used)"
+    step "1. frames of $((DRIVES / 2)) drives of the drivable world for TOK+DEC (the random tokenizer's tokens unused)"
     [ -d "$OUT/random-bundle" ] || "$BIN/openvica" bundle random --preset tiny --out "$OUT/random-bundle" --seed 0
-    "$BIN/openvica" data ingest --bdd-root "$OUT/bdd" --split train --out "$OUT/frames.zarr" \
-        --bundle "$OUT/random-bundle" --store-frames
+    "$BIN/openvica" synthetic store --out "$OUT/frames.zarr" --drives $((DRIVES / 2)) --seconds 10 --seed 0 \
+        --bundle "$OUT/random-bundle"
 
-    step "3. TOK+DEC"
+    step "2. TOK+DEC"
     "$BIN/python" training/tok.py +experiment=embedded_tok data.store="$OUT/frames.zarr" run.dir="$OUT/tok"
+    TOKENIZER="$OUT/tok/tokenizer"
 else
-    step "2-3. TOK+DEC given: $TOKENIZER"
-    [ -d "$OUT/tok/tokenizer" ] || { mkdir -p "$OUT/tok" && cp -r "$TOKENIZER" "$OUT/tok/tokenizer"; }
+    step "1-2. TOK+DEC given: $TOKENIZER"
 fi
 
-step "4. tokens of the trained TOK, training and held-out drives (with frames, for VDEC and evaluation)"
-for split in train val; do
-    "$BIN/openvica" data ingest --bdd-root "$OUT/bdd" --split $split --out "$OUT/tokens-$split.zarr" \
-        --tokenizer "$OUT/tok/tokenizer" --store-frames
+step "3. $DRIVES training and $VAL_DRIVES held-out drives at the model's view, tokens of TOK ($JOBS shards at once)"
+for ((i = 0; i < JOBS; i++)); do
+    "$BIN/openvica" synthetic store --out "$OUT/train.zarr" --drives "$DRIVES" --seconds 10 --seed 0 \
+        --tokenizer "$TOKENIZER" --shard "$i/$JOBS" > "$OUT/render-$i.log" 2>&1 &
 done
+wait
+"$BIN/python" -c "from openvica_sim.data.store import consolidate; consolidate('$OUT/train.zarr')"
+"$BIN/openvica" synthetic store --out "$OUT/val.zarr" --drives "$VAL_DRIVES" --seconds 10 --seed 1 --split val \
+    --tokenizer "$TOKENIZER"
 
-step "5. WM"
-"$BIN/python" training/wm.py +experiment=embedded_wm data.store="$OUT/tokens-train.zarr" run.dir="$OUT/wm"
+step "4. WM: action-conditioned, windows of 8 frames"
+"$BIN/python" training/wm.py +experiment=embedded_wm data.store="$OUT/train.zarr" run.dir="$OUT/wm"
 
-step "6. VDEC"
-"$BIN/python" training/vdec.py +experiment=embedded_vdec data.store="$OUT/tokens-train.zarr" \
-    model.tokenizer.init="$OUT/tok/tokenizer" run.dir="$OUT/vdec"
+if [ -z "${VIDEO_DECODER:-}" ]; then
+    step "5. VDEC"
+    "$BIN/python" training/vdec.py +experiment=embedded_vdec data.store="$OUT/train.zarr" \
+        model.tokenizer.init="$TOKENIZER" run.dir="$OUT/vdec"
+    VIDEO_DECODER="$OUT/vdec/video_decoder"
+else
+    step "5. VDEC given: $VIDEO_DECODER"
+fi
 
-step "7. the bundle, and into the package with 8 held-out seed clips"
-"$BIN/openvica" bundle create --tokenizer "$OUT/tok/tokenizer" --world-model "$OUT/wm/world_model" \
-    --video-decoder "$OUT/vdec/video_decoder" --top-k "$TOP_K" --out "$OUT/bundle"
-"$BIN/python" -m openvica_sim.embedded --bundle "$OUT/bundle" --heldout "$OUT/tokens-val.zarr" --clips 8
+step "6. the ego-motion probe (openvica eval video --ego-probe) on the same drives"
+"$BIN/python" training/probe.py data.store="$OUT/train.zarr" data.val_store="$OUT/val.zarr" run.dir="$OUT/probe" \
+    trainer.max_steps="${PROBE_STEPS:-3000}" optim.decay_steps=$((${PROBE_STEPS:-3000} - 100))
 
-step "8. the ego-motion probe (openvica eval video --ego-probe): the same drives rendered straight at the model's view"
-for split in train val; do
-    [ "$split" = train ] && args="--drives 96 --seed 0" || args="--drives 12 --seed 1"
-    [ -f "$OUT/probe-$split.zarr/index.json" ] || "$BIN/openvica" synthetic store --out "$OUT/probe-$split.zarr" \
-        --seconds 10 --split $split --bundle "$OUT/bundle" $args
-done
-"$BIN/python" training/probe.py data.store="$OUT/probe-train.zarr" data.val_store="$OUT/probe-val.zarr" \
-    run.dir="$OUT/probe" trainer.max_steps=4000 optim.decay_steps=3900
-mkdir -p openvica_sim/embedded/ego_probe && cp "$OUT/probe/ego_probe/"* openvica_sim/embedded/ego_probe/
-step "done: $OUT/bundle and $OUT/probe, shipped in openvica_sim/embedded/ (step times: $TIMES)"
+step "7. the bundle (8-frame context, the WM's training window), into the package with 8 held-out seed clips"
+"$BIN/openvica" bundle create --tokenizer "$TOKENIZER" --world-model "$OUT/wm/world_model" \
+    --video-decoder "$VIDEO_DECODER" --action-conditioned --top-k "$TOP_K" --context-frames 8 --out "$OUT/bundle"
+"$BIN/python" -m openvica_sim.embedded --bundle "$OUT/bundle" --heldout "$OUT/val.zarr" --clips 8 \
+    --probe "$OUT/probe/ego_probe" --pictures docs
+step "done: $OUT/bundle and $OUT/probe, shipped in openvica_sim/embedded/, pictures in docs/ (step times: $TIMES)"

@@ -81,15 +81,70 @@ def ship(bundle: str | Path, heldout: str | Path, num_clips: int = 8) -> None:
     print(f"shipped {BUNDLE} and {len(clips)} seed clips in {SEEDS}", file=sys.stderr)
 
 
+def pictures(out: str | Path, bundle: str | Path | None = None, clip: int = 0, seed: int = 0) -> list[Path]:
+    """The README's two contact sheets of the embedded default, from shipped seed clip `clip`:
+    `embedded-rollout.png` (the real 16 frames above a rollout replaying the clip's own ego commands) and
+    `embedded-branches.png` (from the same seed frames, branches commanded straight, left, right and to brake).
+    Returns their paths."""
+    import numpy as np
+
+    from openvica_sim.bundle import load_bundle
+    from openvica_sim.envs.seeds import FolderSeedSource
+    from openvica_sim.frames import model_view
+    from openvica_sim.metrics.ego import counterfactual_commands
+    from openvica_sim.sampling import derive_seeds
+    from openvica_sim.simulator import Simulator
+    from openvica_sim.video_io import write_contact_sheet
+
+    out = Path(out)
+    bundle = load_bundle(bundle or bundle_path())
+    sim = Simulator(bundle)
+    seeds = FolderSeedSource(seeds_path())
+    clip_id = seeds.clip_ids[clip]
+    frames = model_view(seeds.frames(clip_id, SEED_CLIP_FRAMES))
+    ego = json.loads((seeds_path() / clip_id / "ego.json").read_text())
+    speed, yaw = np.asarray(ego["speed_mps"], np.float64), np.asarray(ego["yaw_rate_rps"], np.float64)
+    coding, T, N = bundle.action_coding, 2, SEED_CLIP_FRAMES - 2
+    name = f"{clip_id}, top-k {sim.top_k}" + (f", wavefront {sim.wavefront}" if sim.wavefront else "")
+    replay = sim.rollout(frames[None, :T], N, derive_seeds(seed, 1),
+                         seed_actions=coding.to_normalized(speed[:T], yaw[:T])[None],
+                         commands=coding.to_normalized(speed[T:], yaw[T:])[None])
+    written = [write_contact_sheet(out / "embedded-rollout.png", [frames, np.concatenate([frames[:T], replay.frames[0]])],
+                                   labels=[f"{clip_id}: the real drive", f"the rollout replaying its ego commands "
+                                           f"({name})"], num_seed_frames=T)]
+    branches = counterfactual_commands(float(speed[T - 1]), N, bundle.fps)
+    names = ("straight", "left", "right", "brake")
+    rows = sim.rollout(np.repeat(frames[None, :T], len(names), 0), N, derive_seeds(seed, 1) * len(names),
+                       seed_actions=np.repeat(coding.to_normalized(speed[:T], yaw[:T])[None], len(names), 0),
+                       commands=np.stack([coding.to_normalized(*branches[b]) for b in names]))
+    written.append(write_contact_sheet(out / "embedded-branches.png",
+                                       [np.concatenate([frames[:T], f]) for f in rows.frames],
+                                       labels=[f"commanded {b} ({name})" for b in names], num_seed_frames=T))
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m openvica_sim.embedded",
-                                description="copy a trained bundle and held-out seed clips into the package")
-    p.add_argument("--bundle", required=True, help="the bundle folder (training/embedded.sh's OUT/bundle)")
-    p.add_argument("--heldout", required=True, help="held-out store with frames (OUT/tokens-val.zarr)")
+                                description="copy a trained bundle and held-out seed clips into the package; with "
+                                "--pictures, draw the README's contact sheets of the shipped one")
+    p.add_argument("--bundle", default=None, help="the bundle folder (training/embedded.sh's OUT/bundle)")
+    p.add_argument("--heldout", default=None, help="held-out store with frames (OUT/tokens-val.zarr)")
     p.add_argument("--clips", type=int, default=8, help="seed clips to ship (default 8)")
+    p.add_argument("--probe", default=None, help="an ego-motion probe folder to ship (training/probe.py's)")
     p.add_argument("--recipe", default=None, help="a JSON file of recipe facts to store as RECIPE.json")
+    p.add_argument("--pictures", default=None, metavar="DIR", help="write embedded-rollout.png and "
+                   "embedded-branches.png of the shipped default into DIR (docs/)")
     args = p.parse_args(argv)
-    ship(args.bundle, args.heldout, args.clips)
+    if args.bundle and args.heldout:
+        ship(args.bundle, args.heldout, args.clips)
+    elif args.bundle or args.heldout:
+        p.error("shipping needs both --bundle and --heldout")
+    if args.probe:
+        shutil.rmtree(EGO_PROBE, ignore_errors=True)
+        shutil.copytree(args.probe, EGO_PROBE)
     if args.recipe:
         RECIPE.write_text(json.dumps(json.loads(Path(args.recipe).read_text()), indent=2) + "\n")
+    if args.pictures:
+        for path in pictures(args.pictures):
+            print(f"wrote {path}", file=sys.stderr)
     return 0
