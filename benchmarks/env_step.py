@@ -6,7 +6,7 @@ Both run through gymnasium as users do: `gym.make_vec(..., vectorization_mode="v
 reset and stepped once before timing (the first step also generates the video decoder's lookahead frame);
 then `--steps` steps are timed, with no time limit, so no autoreset falls in the timed part. One JSON line per
 (mode, num_envs) on stdout; frames_per_s counts the frames of all envs. The engine decodes at least 4 rows
-(DESIGN.md "Determinism"), so below 4 envs a vector step costs as much as one of 4 envs.
+(docs/design.md "Determinism"), so below 4 envs a vector step costs as much as one of 4 envs.
 
     .venv/bin/python benchmarks/env_step.py --json --preset tiny --num-envs 1 4 --steps 6
     .venv/bin/python benchmarks/env_step.py --json --preset lwm-7b --device cuda --num-envs 1 8 32 --steps 4

@@ -1,13 +1,13 @@
 """World-model decoding speed: the engine's KV-cached loop against a no-cache loop and HF `generate`.
 
-DESIGN.md "Speed, by construction". Continues B clips by N frames after T random seed frames given as
+docs/design.md "Speed, by construction". Continues B clips by N frames after T random seed frames given as
 codes (no pixels, so no TOK), and times WM token generation only: VDEC decoding is excluded. Three ways:
 
   engine    `Simulator.start(tokens=...)` then `Simulator.predict` of N frames: exactly the WM path that
             `Simulator.step` (and so the env) runs, without the VDEC decode and host copies step adds. The rates
             time the generation; the prefill of the seed frames is timed apart ("prefill_seconds"; the prompt's
             KV is computed once per Simulator, during warm-up).
-            The engine decodes at least `min_rows` rows (4 by default, DESIGN.md "Determinism"): "rows".
+            The engine decodes at least `min_rows` rows (4 by default, docs/design.md "Determinism"): "rows".
   naive     every new token re-runs the whole sequence (prompt + seed frames + generated so far) through the
             LLaMA with no cache, top-k over the code rows, end-of-frame forced: the baseline for the KV
             cache. O(L^2), so capped at --naive-frames; compare frames_per_s (per-frame rates), which favour
@@ -219,7 +219,7 @@ def roofline(sim: Simulator, batch: int, context_frames: int, frames: int, peak_
 
 
 def bound_record(wm: WorldModel, peak_gbs: float, frame_length: int, kv_dtype: str | None = None) -> dict:
-    """Batch-1 decoding is memory bound: at best one read of the weights per token (DESIGN.md). Int8 layers count
+    """Batch-1 decoding is memory bound: at best one read of the weights per token (docs/design.md). Int8 layers count
     their int8 weights and scales; an fp8 cache one byte per value plus a float32 scale per head vector."""
     from openvica_sim.models.world_model import Int8Linear
 

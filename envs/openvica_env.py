@@ -1,4 +1,4 @@
-"""OpenViCA-v0: the learned driving simulator behind Gymnasium's `Env` API (DESIGN.md "The environment").
+"""OpenViCA-v0: the learned driving simulator behind Gymnasium's `Env` API (docs/design.md "The environment").
 
 The env only adapts: it draws an episode (seed clip and sampler seed) from its `np_random`, hands the seed
 frames to `openvica_sim.simulator.Simulator` at batch size 1, and turns each emitted frame into an

@@ -9,10 +9,10 @@ observations, rewards and infos. Reset and the NEXT_STEP autoreset happen inside
 options and the info layout (dicts of arrays with `_key` masks) are those of `OpenViCAVectorEnv`.
 
 Same seeds, same frames: sub-env i is seeded with `seed + i` whichever actor hosts it, and a row's draws depend
-on its sampler seed alone (DESIGN.md "Determinism"), so this env returns what `OpenViCAVectorEnv` returns,
+on its sampler seed alone (docs/design.md "Determinism"), so this env returns what `OpenViCAVectorEnv` returns,
 bit for bit where the engine's batch invariance holds: measured on CPU in float32, where decode widths of 4 and
 more agree bitwise (the test compares engines of 3 + 2 rows with one of 5). On a GPU in bf16 different widths
-need not round alike (DESIGN.md), and the actors' engines are N / A rows wide, not N: there the two envs agree
+need not round alike (docs/design.md), and the actors' engines are N / A rows wide, not N: there the two envs agree
 in distribution, and bit for bit only with the same rows per engine.
 
 Across processes the env takes folders, not models: `bundle` a bundle folder (default the embedded bundle),

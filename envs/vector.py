@@ -5,7 +5,7 @@
 The engine keeps one `SimState` of N rows and decodes them together: one world-model forward per token
 for all sub-envs, where N single envs would make N. Sub-env i behaves exactly as a single `OpenViCAEnv`
 reset with the same seed (gymnasium's sync vector env seeds sub-env i with `seed + i`; so does this one),
-because each row's samples depend only on its own sampler seed (DESIGN.md "Determinism").
+because each row's samples depend only on its own sampler seed (docs/design.md "Determinism").
 
 Lockstep. The engine advances all rows together: one context length, one sampler counter. So sub-envs
 reset together: all start at `reset()`, none terminates, and all are truncated at the same step, which

@@ -8,7 +8,7 @@ tokenizer (TOK/DEC, `models/tokenizer.py`), world model (WM, `models/world_model
 
 __version__ = "0.1.0"
 
-# `import openvica_sim` makes gym.make("OpenViCA-v0") work (DESIGN.md "Gymnasium 1.4"). This loads gymnasium
+# `import openvica_sim` makes gym.make("OpenViCA-v0") work (docs/design.md "Gymnasium 1.4"). This loads gymnasium
 # (only it: the env classes load when an env is made); the core modules themselves import no edge library.
 from .envs import register_envs as _register_envs  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Ego commands as world-model tokens (DESIGN.md "Ego conditioning").
+"""Ego commands as world-model tokens (docs/design.md "Ego conditioning").
 
 Two tokens per frame, before the frame's codes: speed in 64 uniform bins over 0..40 m/s, then yaw
 rate in 64 mu-law bins (mu = 16) over -0.6..0.6 rad/s, plus an "unknown" id for each (missing ego

@@ -1,4 +1,4 @@
-"""The simulator bundle: tokenizer, world model and video decoder as one folder (DESIGN.md "The simulator bundle").
+"""The simulator bundle: tokenizer, world model and video decoder as one folder (docs/design.md "The simulator bundle").
 
     bundle/
       openvica.json          format, frame size, fps, vocabulary layout, prompt, parts present

@@ -1,4 +1,4 @@
-"""Scale-out on Ray (DESIGN.md "Scale-out (Ray)"): a pool of simulator actors, and the ingest over Ray tasks.
+"""Scale-out on Ray (docs/design.md "Scale-out (Ray)"): a pool of simulator actors, and the ingest over Ray tasks.
 
     with SimulatorPool(bundle_dir, num_workers=8, use_gpu=True) as pool:      # one actor per GPU
         for batch in pool.map(rollout_batch, requests, batch_size=32):       # in order of completion
@@ -20,7 +20,7 @@ left ends the map with a RuntimeError; an exception raised by `fn` itself is not
 propagates at once, as the `RayTaskError` Ray raises (an instance of the original exception class, with its
 message and remote traceback).
 
-Results are identical wherever a batch ran: a rollout's draws depend on its sampler seed alone (DESIGN.md
+Results are identical wherever a batch ran: a rollout's draws depend on its sampler seed alone (docs/design.md
 "Determinism"), so a retried batch gives what the first attempt would have given. A batch whose actor died may
 have run in part or in full before (Ray: "the task may or may not have been executed"), so `fn`'s side effects
 must be idempotent, as the scenario generator's per-clip commits are.
@@ -54,8 +54,26 @@ def connect(address: str | None = None) -> bool:
     one. Returns True when this call initialised Ray (its caller shuts it down again)."""
     if ray.is_initialized():
         return False
-    ray.init(address=address or os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=True)
+    address = address or os.environ.get("RAY_ADDRESS")
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=True)
+    except ConnectionError as e:
+        hint = auth_hint()
+        raise ConnectionError(f"{e}{'; ' + hint if hint else ''}") from e
     return True
+
+
+def auth_hint() -> str | None:
+    """Why joining a cluster may fail on this machine, and what to set, when the likely cause is Ray's token auth:
+    once `ray.init` has run here, Ray keeps a token in ~/.ray/auth_token and a later `ray start --head` turns
+    token auth on, while a driver without RAY_AUTH_MODE does not send it ("Failed to connect to Ray cluster at ...",
+    which does not say why)."""
+    token = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if os.environ.get("RAY_AUTH_MODE") or not token.is_file():
+        return None
+    return (f"this machine has a Ray auth token ({token}), so a cluster started here with `ray start --head` "
+            f"expects it: set RAY_AUTH_MODE=token for this command (or RAY_AUTH_MODE=disabled for both `ray start` "
+            f"and this command); see the README, \"Scale-out on Ray\"")
 
 
 def bundle_folder(bundle: str | os.PathLike | None) -> str:
@@ -352,7 +370,7 @@ def ingest_on_ray(bdd_root: str | os.PathLike, split: str, out: str | os.PathLik
                   num_workers: int, use_gpu: bool = False, address: str | None = None, max_retries: int = 3,
                   progress: bool = True, **ingest_kwargs) -> list:
     """`data.ingest.ingest` as `num_workers` Ray tasks: task i ingests shard i/num_workers into its own part of
-    `out`, then the driver consolidates the index (DESIGN.md "Zarr 3": one writer per part).
+    `out`, then the driver consolidates the index (docs/design.md "Zarr 3": one writer per part).
 
     Resumable as the local ingest: a rerun with the same `num_workers` skips the clips each part holds (a
     different count shards the videos otherwise, and re-ingests those found in another part; consolidate keeps

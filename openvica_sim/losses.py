@@ -112,7 +112,7 @@ def world_model_loss(logits: torch.Tensor, targets: torch.Tensor, loss_mask: tor
     logits: (B, L, V) for the input sequence; targets: (B, L) the next id of every position (the input shifted by
     one); loss_mask: (B, L) bool, True where the target is an image code that the model must predict. False for
     targets in the prompt, for end-of-frame targets (forced at inference, so a loss there teaches nothing the
-    sampler uses) and for ego-command targets (given, not predicted; DESIGN.md "Ego conditioning").
+    sampler uses) and for ego-command targets (given, not predicted; docs/design.md "Ego conditioning").
     """
     picked = logits[loss_mask]  # (P, V)
     if picked.numel() == 0:

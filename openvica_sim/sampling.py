@@ -1,4 +1,4 @@
-"""Top-k sampling whose every draw depends only on (row seed, position, token id) (DESIGN.md "Determinism").
+"""Top-k sampling whose every draw depends only on (row seed, position, token id) (docs/design.md "Determinism").
 
 Gumbel-max over the top-k logits: argmax(logit / temperature + g) with g = -log(-log u) is an exact
 sample of softmax(logit / temperature) restricted to the top k. Here u comes from a counter-based hash

@@ -1,4 +1,4 @@
-"""Rare-scenario datasets for perception testing (DESIGN.md "Scenarios"), installed as `openvica_sim.scenarios`.
+"""Rare-scenario datasets for perception testing (docs/design.md "Scenarios"), installed as `openvica_sim.scenarios`.
 
     openvica scenarios generate --spec night-rain --out DATASET [--bundle B] [--seeds STORE] [key=value ...]
     openvica scenarios replay DATASET CLIP_ID

@@ -17,7 +17,7 @@
 
 Boxes are in the pixels of the frames as stored (256 x 256, the model's view) and carry their provenance:
 "seed-ground-truth" (transferred from the seed frame's own labels, on that frame only) or "pseudo:<detector>"
-with its score. A generated frame never carries a box presented as ground truth (DESIGN.md "Scenarios").
+with its score. A generated frame never carries a box presented as ground truth (docs/design.md "Scenarios").
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ import os
 from pathlib import Path
 
 import numpy as np
+
+from openvica_sim.data.bdd100k import DETECTION_CLASSES, detection_class
 
 MANIFEST = "manifest.json"
 SPEC_FILE = "spec.yaml"
@@ -41,9 +43,7 @@ TMP_PREFIX = ".tmp-"
 GROUND_TRUTH = "seed-ground-truth"
 SLICE_KEYS = ("weather", "timeofday", "scene")  # BDD100K's clip attributes
 
-# BDD100K's ten detection classes (det_20), in its order: COCO category ids are 1 + the index.
-CATEGORIES = ("pedestrian", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle", "traffic light",
-              "traffic sign")
+CATEGORIES = DETECTION_CLASSES  # BDD100K's ten detection classes: COCO category ids are 1 + the index
 
 # clips.parquet, one row per generated clip. Per-clip fields are written with the clip (clip.json); the
 # dataset-level ones (*) are computed over all committed clips when the table is rebuilt.
@@ -154,10 +154,12 @@ def safe_name(name: str) -> str:
 
 # ---- labels ---------------------------------------------------------------------------------------------------
 
-def box(category: str, x1: float, y1: float, x2: float, y2: float, provenance: str, score: float | None = None) -> dict:
-    """One box in the Scalabel layout, with its provenance (and score for pseudo-labels)."""
+def box(category: str, x1: float, y1: float, x2: float, y2: float, provenance: str, score: float | None = None,
+        ignored: bool = False) -> dict:
+    """One box in the Scalabel layout, with its provenance (and score for pseudo-labels); `ignored`: a ground-truth
+    ignore region (BDD100K's "other person", "other vehicle", "trailer"), COCO's iscrowd."""
     out = {"category": category, "box2d": {"x1": float(x1), "y1": float(y1), "x2": float(x2), "y2": float(y2)},
-           "provenance": provenance}
+           "provenance": provenance, **({"ignored": True} if ignored else {})}
     if score is not None:
         out["score"] = float(score)
     return out
@@ -186,11 +188,13 @@ def atomic_write_text(path: Path, text: str) -> None:
 def write_label_exports(root: str | os.PathLike, clips: list[dict], frame_size: int) -> dict:
     """Rebuild labels/det.json (BDD100K/Scalabel) and labels/coco.json from the clip folders of `clips` (rows of
     clips.parquet): every frame of every clip, with the seed frames' ground truth and every detector's pseudo-labels
-    found in the clip folders. Returns {"frames", "boxes"} counts.
+    found in the clip folders. Categories in either BDD100K layout's names are mapped to the ten classes (its
+    ignored classes become iscrowd regions); boxes of other names are left out and counted. Returns {"frames",
+    "boxes", "skipped_boxes": {category: count}}.
     """
     root = Path(root)
     scalabel, images, annotations = [], [], []
-    label_id = 0
+    label_id, skipped = 0, {}
     for clip in clips:
         folder = clip_dir(root, clip["clip_id"])
         per_frame = read_frame_labels(folder / SEED_LABELS_FILE)
@@ -207,13 +211,22 @@ def write_label_exports(root: str | os.PathLike, clips: list[dict], frame_size: 
                            "generated": i >= clip["num_seed_frames"]})
             labels = []
             for b in per_frame.get(i, []):
+                # either BDD100K layout's names (stores ingested before the mapping keep the raw ones); a name
+                # outside both is counted, never a crash after the whole generation
+                category, ignored = detection_class(str(b["category"]))
+                if category is None:
+                    skipped[str(b["category"])] = skipped.get(str(b["category"]), 0) + 1
+                    continue
+                ignored = ignored or bool(b.get("ignored"))
                 label_id += 1
-                labels.append({"id": str(label_id), **b})
+                labels.append({"id": str(label_id), **{k: v for k, v in b.items() if k != "ignored"}, "category": category,
+                               **({"attributes": {"ignored": True}} if ignored else {})})
                 x1, y1, x2, y2 = (b["box2d"][k] for k in ("x1", "y1", "x2", "y2"))
                 annotations.append({"id": label_id, "image_id": image_id,
-                                    "category_id": _category_id(b["category"]),
+                                    "category_id": CATEGORIES.index(category) + 1,
                                     "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
-                                    "iscrowd": 0, "score": b.get("score", 1.0), "provenance": b["provenance"]})
+                                    "iscrowd": int(ignored), "score": b.get("score", 1.0),
+                                    "provenance": b["provenance"]})
             scalabel.append({"name": name, "videoName": clip["clip_id"], "frameIndex": i,
                              "attributes": attributes, "labels": labels})
     coco = {"info": {"description": "openvica-sim scenario dataset", "frame_size": frame_size},
@@ -221,10 +234,4 @@ def write_label_exports(root: str | os.PathLike, clips: list[dict], frame_size: 
             "categories": [{"id": i + 1, "name": c, "supercategory": "bdd100k"} for i, c in enumerate(CATEGORIES)]}
     atomic_write_text(root / LABELS_DIR / "det.json", json.dumps(scalabel))
     atomic_write_text(root / LABELS_DIR / "coco.json", json.dumps(coco))
-    return {"frames": len(images), "boxes": len(annotations)}
-
-
-def _category_id(category: str) -> int:
-    if category not in CATEGORIES:
-        raise ValueError(f"box category {category!r} is not a BDD100K detection class; use one of {list(CATEGORIES)}")
-    return CATEGORIES.index(category) + 1
+    return {"frames": len(images), "boxes": len(annotations), "skipped_boxes": skipped}

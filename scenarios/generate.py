@@ -1,4 +1,4 @@
-"""Generate a rare-scenario dataset from a spec (DESIGN.md "Scenarios"; the folder layout is in dataset.py).
+"""Generate a rare-scenario dataset from a spec (docs/design.md "Scenarios"; the folder layout is in dataset.py).
 
     openvica scenarios generate --spec night-rain --seeds STORE --out DIR [--bundle B] [key=value ...] [--dry-run]
     python -m openvica_sim.scenarios.generate --spec night-rain --seeds /shared/store.zarr --out /shared/night-rain \
@@ -164,7 +164,8 @@ def _commit(job: Job, spec: Spec, simulator, s: Sample, window, result: dict, i:
         (tmp / "actions.json").write_text(json.dumps(actions, indent=1))
         if window.labels:
             ds.write_frame_labels(tmp / ds.SEED_LABELS_FILE, {
-                k: [ds.box(b["category"], *(b["box2d"][c] for c in ("x1", "y1", "x2", "y2")), ds.GROUND_TRUTH)
+                k: [ds.box(b["category"], *(b["box2d"][c] for c in ("x1", "y1", "x2", "y2")), ds.GROUND_TRUTH,
+                           ignored=bool(b.get("ignored")))
                     for b in boxes] for k, boxes in window.labels.items()})
         (tmp / ds.CLIP_FILE).write_text(json.dumps(row))
         try:
@@ -228,6 +229,10 @@ def generate(spec: Spec, out: str | os.PathLike, bundle: str | os.PathLike | Non
     from openvica_sim import embedded
 
     started = time.time()
+    if not (seeds or spec.seeds.source):  # loudly: the toy world's 8 clips are no one's test data
+        print(f"scenarios: no --seeds and no seeds.source in spec {spec.name!r}: using the embedded default's "
+              f"{len([p for p in embedded.seeds_path().iterdir() if p.is_dir()])} synthetic seed clips (a "
+              f"demonstration, not your data); pass --seeds STORE_OR_FOLDER", file=sys.stderr)
     seeds_path = str(Path(seeds or spec.seeds.source or embedded.seeds_path()).resolve())
     bundle_path = str(Path(bundle or embedded.bundle_path()).resolve())
     source = open_seeds(seeds_path)
@@ -259,7 +264,14 @@ def generate(spec: Spec, out: str | os.PathLike, bundle: str | os.PathLike | Non
     summary["frames_per_s"] = round(len(todo) * spec.horizon / max(summary["generate_seconds"], 1e-9), 3)
     rows = [json.loads((ds.clip_dir(out, s.clip_id) / ds.CLIP_FILE).read_text()) for s in samples]
     finish_started = time.perf_counter()
-    summary.update(finalize(out, spec, rows, manifest["frame_size"]))
+    try:
+        summary.update(finalize(out, spec, rows, manifest["frame_size"]))
+    except Exception as e:  # every clip is committed: say so in the manifest, and a rerun only finalizes again
+        manifest.update(status="finalize_failed", error=f"{type(e).__name__}: {e}",
+                        hint="all samples are generated and committed; fix the cause and rerun the same command: it "
+                             "skips them and only redoes the dataset tables, label exports and review")
+        ds.atomic_write_text(out / ds.MANIFEST, json.dumps(manifest, indent=2))
+        raise
     summary["finalize_seconds"] = round(time.perf_counter() - finish_started, 2)
     summary["seconds"] = round(time.time() - started, 2)
     manifest.update(status="complete", counts={k: summary[k] for k in (
@@ -327,6 +339,9 @@ def _start(out: Path, spec: Spec, bundle_path: str, seeds_path: str) -> dict:
         if old.get("spec_hash") != spec.hash:
             raise ValueError(f"{out} holds a dataset of another spec (hash {old.get('spec_hash')}, this one "
                              f"{spec.hash}); choose a new --out, or the same spec to resume")
+        if old.get("seeds", {}).get("path") not in (None, seeds_path):
+            raise ValueError(f"{out} was generated from the seed clips of {old['seeds']['path']}, not {seeds_path}; "
+                             f"resume with --seeds {old['seeds']['path']} or choose a new --out")
         if old.get("bundle", {}).get("hashes") != hashes:
             raise ValueError(f"{out} was generated with another bundle ({old.get('bundle', {}).get('path')}); "
                              f"resume with that bundle or choose a new --out")

@@ -4,7 +4,7 @@
     openvica scenarios test DATASET --detector path/to/my_detector.py:detect --out report/ --batch-size 32
 
 A detector is any callable `detect(frames: uint8 (B, H, W, 3)) -> list (per frame) of lists of {"category": str,
-"box2d": {"x1", "y1", "x2", "y2"}, "score": float}` (DESIGN.md "Scenarios"), named as "module:function" or
+"box2d": {"x1", "y1", "x2", "y2"}, "score": float}` (docs/design.md "Scenarios"), named as "module:function" or
 "path/to/file.py:function". It runs batched over every frame of the dataset's selected clips; its boxes become
 pseudo-labels in each clip folder (pseudo/<name>.json, provenance "pseudo:<name>", with scores), labels/det.json and
 labels/coco.json are rebuilt, and the report folder gets metrics.json, report.md and PNG plots.
@@ -166,7 +166,7 @@ class ClipDetections:
 
 def run_test(dataset_dir: str | os.PathLike, detector: str | Callable, out: str | os.PathLike | None = None,
              batch_size: int = 16, include_unselected: bool = False, agreement_frames: int = 2,
-             progress: bool = True, min_score: float = 0.0) -> dict:
+             progress: bool = True, min_score: float = 0.0, iou_threshold: float = 0.5) -> dict:
     """Run `detector` over every frame of the dataset's clips, store its pseudo-labels, write the report; return
     the metrics (also in OUT/metrics.json).
 
@@ -179,6 +179,7 @@ def run_test(dataset_dir: str | os.PathLike, detector: str | Callable, out: str 
         agreement_frames: how many first generated frames the branches of one fork are compared on.
         progress: show a tqdm progress bar.
         min_score: boxes scored below this are stored but left out of the metrics.
+        iou_threshold: the IoU at which two boxes match (0.5: PASCAL VOC's and COCO's AP50).
 
     Raises:
         FileNotFoundError: `dataset_dir` is not a scenario dataset, or a detector file does not exist.
@@ -186,7 +187,7 @@ def run_test(dataset_dir: str | os.PathLike, detector: str | Callable, out: str 
             interface (`DetectorOutputError`, which says which frame and what is wrong).
     """
     settings = HarnessSettings(batch_size=batch_size, include_unselected=include_unselected,
-                               agreement_frames=agreement_frames, min_score=min_score)
+                               agreement_frames=agreement_frames, min_score=min_score, iou_threshold=iou_threshold)
     name, detect = (detector, load_detector(detector)) if isinstance(detector, str) else (
         _callable_name(detector), detector)
     if not callable(detect):
@@ -248,7 +249,7 @@ def load_detector(name: str) -> Callable:
 
 
 class DetectorOutputError(ValueError):
-    """A detector's output breaks the interface of DESIGN.md "Scenarios"; the message says where and how."""
+    """A detector's output breaks the interface of docs/design.md "Scenarios"; the message says where and how."""
 
 
 def check_detections(output, where: Sequence[str], name: str) -> list[list[dict]]:
@@ -425,8 +426,8 @@ def _clip_counts(dataset: ScenarioDataset, clip: ClipDetections, iou_threshold: 
         c.class_flips += sum(clip.categories[i - 1][p] != clip.categories[i][q] for p, q in pairs)
     for i, truth in dataset.seed_labels(clip.row["clip_id"]).items():
         if i >= min(T, len(n)):
-            continue  # ground truth exists for seed frames only (DESIGN.md "Scenarios")
-        truth = [b for b in truth if b.get("provenance") == GROUND_TRUTH]
+            continue  # ground truth exists for seed frames only (docs/design.md "Scenarios")
+        truth = [b for b in truth if b.get("provenance") == GROUND_TRUTH and not b.get("ignored")]  # no regions
         pairs = match_boxes(_as_array(truth), clip.boxes[i], iou_threshold, [b["category"] for b in truth],
                             clip.categories[i])
         c.ground_truth_boxes += len(truth)
@@ -683,6 +684,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="first generated frames on which branches of one fork are compared (default 2)")
     p.add_argument("--min-score", type=float, default=0.0,
                    help="leave boxes scored below this out of the metrics (they are stored anyway; default 0)")
+    p.add_argument("--iou", dest="iou_threshold", type=float, default=0.5,
+                   help="IoU at which two boxes match, for recall, temporal matches and branch agreement (default "
+                   "0.5, as COCO's AP50)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(run=command)
     return p
@@ -692,7 +696,7 @@ def command(args: argparse.Namespace) -> int:
     """`openvica scenarios test`: run, then print the summary (stderr) and the report's paths (stdout, JSON)."""
     m = run_test(args.dataset, args.detector, out=args.out, batch_size=args.batch_size,
                  include_unselected=args.include_unselected, agreement_frames=args.agreement_frames,
-                 progress=args.progress, min_score=args.min_score)
+                 progress=args.progress, min_score=args.min_score, iou_threshold=args.iou_threshold)
     for name, metric in METRICS.items():
         print(f"{metric.label:>32}: {_fmt(m['overall'][name])}", file=sys.stderr)
     print(json.dumps({"report": str(Path(m["report"]) / REPORT_FILE), "metrics": str(Path(m["report"]) / METRICS_FILE),

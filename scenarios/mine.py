@@ -4,7 +4,7 @@
 
 Every clip is scored by the world model under teacher forcing (`Simulator.score`): a frame's surprise is the mean
 over its codes of -log p(code | prompt, the frames before it), softmax over the K codes at temperature 1, the number
-the env reports for generated frames (DESIGN.md "Scenarios"), so mined and generated clips are comparable. Windows of
+the env reports for generated frames (docs/design.md "Scenarios"), so mined and generated clips are comparable. Windows of
 the T + N = 16 frames the WM was trained on slide by `stride` frames; every frame from the T = 2nd on is scored once,
 the first two are NaN. Action-conditioned bundles see each frame's ego ids from the store's speed and yaw rate, as in
 training.

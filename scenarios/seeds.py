@@ -34,6 +34,7 @@ class SeedInfo:
     speed_mps: np.ndarray  # (F,) float32, NaN unknown
     yaw_rate_rps: np.ndarray  # (F,)
     labelled_frames: list[int] = field(default_factory=list)  # frames with ground-truth boxes
+    fps: float = 4.0  # the clip's frame rate (a store's own; folders of frames are taken at the simulator's 4 fps)
 
 
 @dataclass
@@ -67,7 +68,8 @@ class StoreSeeds:
             speed, yaw = ego[part]
             rows = slice(entry["start"], entry["stop"])
             out.append(SeedInfo(entry["clip_id"], dict(entry.get("attributes") or {}), entry["stop"] - entry["start"],
-                                speed[rows], yaw[rows], [int(x["frame"]) for x in entry.get("labels") or []]))
+                                speed[rows], yaw[rows], [int(x["frame"]) for x in entry.get("labels") or []],
+                                float(entry.get("fps") or 4.0)))
         return out
 
     def window(self, clip_id: str, start: int, length: int) -> SeedWindow:
@@ -192,12 +194,12 @@ def select(clips: list[SeedInfo], spec: Spec) -> list[Match]:
     return matches
 
 
-def ego_stats(info: SeedInfo, start: int, length: int, fps: float = 4.0) -> dict[str, float]:
-    """Mean speed, mean |yaw rate| and strongest deceleration (m/s^2, braking positive) over frames
-    [start, start + length) of the clip (NaN when unknown)."""
+def ego_stats(info: SeedInfo, start: int, length: int) -> dict[str, float]:
+    """Mean speed, mean |yaw rate| and strongest deceleration (m/s^2, braking positive, at the clip's own fps) over
+    frames [start, start + length) of the clip (NaN when unknown)."""
     rows = slice(start, min(start + length, info.num_frames))
     speed, yaw = info.speed_mps[rows].astype(np.float64), info.yaw_rate_rps[rows].astype(np.float64)
-    decel = -np.diff(speed) * fps
+    decel = -np.diff(speed) * info.fps
     with np.errstate(all="ignore"):
         return {"speed_mps": float(np.nanmean(speed)) if np.isfinite(speed).any() else math.nan,
                 "abs_yaw_rate": float(np.nanmean(np.abs(yaw))) if np.isfinite(yaw).any() else math.nan,

@@ -3,10 +3,12 @@
 - surprise_decile: 0 (least) .. 9 (most surprising), by rank of the clips' mean surprise.
 - surprise_outlier: robust z-score (x - median) / (1.4826 MAD) of the mean surprise above `gates.surprise_z`;
   a stored field like the other gates, informative: the surprise selection wants the unusual, not only the broken.
-- diversity: k-center greedy over per-clip embeddings (the codebook-usage histogram of the generated frames, or
-  DINOv2 features of them with `select.teacher`): start at the clip farthest from the mean, then repeatedly take the
-  clip farthest from every clip taken so far. `diversity_rank` is that order, `diversity` the distance at which the
-  clip was taken: the k first clips cover the embedding space best (the greedy 2-approximation of k-center).
+- diversity (`select.by: diverse` only; -1 and NaN otherwise): k-center greedy over per-clip embeddings (the
+  codebook-usage histogram of the generated frames, or DINOv2 features of them with `select.teacher`): start at the
+  clip farthest from the mean, then repeatedly take the clip farthest from every clip taken so far, k times.
+  `diversity_rank` is that order, `diversity` the distance at which the clip was taken: the k clips cover the
+  embedding space best (the greedy 2-approximation of k-center). Each pick costs one (n,) distance update, computed
+  as |x|^2 - 2 x.c + |c|^2 (no (n, d) temporary), so k picks over n clips are O(k n d) time and O(n) extra memory.
 - selected: all | the top `fraction` by mean surprise | the first `k` in diversity order; with
   `select.exclude_flagged`, clips failing the flicker or frozen gate are never selected.
 """
@@ -38,11 +40,13 @@ def dataset_fields(rows: list[dict], spec: Spec, root: str | Path) -> list[dict]
         r["surprise_outlier"] = bool(mad > 0 and abs(x - median) / mad > spec.gates.surprise_z)
     eligible = [i for i, r in enumerate(rows)
                 if not (spec.select.exclude_flagged and (r["flicker_flag"] or r["frozen_flag"]))]
-    embeddings = clip_embeddings(root, [r["clip_id"] for r in rows], [r["num_seed_frames"] for r in rows],
-                                 spec.select.teacher)
-    picked, distances = k_center_greedy(embeddings[eligible]) if eligible else ([], [])
     for r in rows:
         r["diversity_rank"], r["diversity"] = -1, math.nan
+    picked, distances = [], []
+    if spec.select.by == "diverse" and eligible:  # the embeddings are read only when the selection needs them
+        embeddings = clip_embeddings(root, [rows[i]["clip_id"] for i in eligible],
+                                     [rows[i]["num_seed_frames"] for i in eligible], spec.select.teacher)
+        picked, distances = k_center_greedy(embeddings, spec.select.k)
     for rank, (j, d) in enumerate(zip(picked, distances)):
         rows[eligible[j]]["diversity_rank"], rows[eligible[j]]["diversity"] = rank, float(d)
     chosen = _select(rows, eligible, spec)
@@ -64,19 +68,30 @@ def _select(rows: list[dict], eligible: list[int], spec: Spec) -> set[int]:
     return {i for i in eligible if 0 <= rows[i]["diversity_rank"] < s.k}  # diverse
 
 
-def k_center_greedy(x: np.ndarray) -> tuple[list[int], list[float]]:
-    """The greedy k-center order of the rows of x (n, d) under Euclidean distance, and each pick's distance to the
-    clips picked before it (the first: to the mean). Ties go to the lower index: deterministic."""
+def k_center_greedy(x: np.ndarray, k: int | None = None) -> tuple[list[int], list[float]]:
+    """The first k (default all) picks of the greedy k-center order of the rows of x (n, d) under Euclidean
+    distance, and each pick's distance to the clips picked before it (the first: to the mean). Ties go to the lower
+    index: deterministic."""
     x = np.asarray(x, np.float64)
-    first = int(np.argmax(np.linalg.norm(x - x.mean(axis=0), axis=1)))
-    order, dists = [first], [float(np.linalg.norm(x[first] - x.mean(axis=0)))]
-    nearest = np.linalg.norm(x - x[first], axis=1)
+    n = len(x)
+    k = n if k is None else min(int(k), n)
+    if k <= 0:
+        return [], []
+    squared = np.einsum("ij,ij->i", x, x)
+
+    def distance_to(c: np.ndarray) -> np.ndarray:  # (n,) |x_i - c|, without an (n, d) temporary
+        return np.sqrt(np.maximum(squared - 2.0 * (x @ c) + float(c @ c), 0.0))
+
+    to_mean = distance_to(x.mean(axis=0))
+    first = int(np.argmax(to_mean))
+    order, dists = [first], [float(to_mean[first])]
+    nearest = distance_to(x[first])
     nearest[first] = -1.0
-    for _ in range(len(x) - 1):
+    for _ in range(k - 1):
         nxt = int(np.argmax(nearest))
         order.append(nxt)
         dists.append(float(nearest[nxt]))
-        nearest = np.minimum(nearest, np.linalg.norm(x - x[nxt], axis=1))
+        np.minimum(nearest, distance_to(x[nxt]), out=nearest)
         nearest[order] = -1.0
     return order, dists
 

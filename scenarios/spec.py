@@ -1,4 +1,4 @@
-"""Scenario specs: what to generate, as YAML under scenarios/conf/spec/ (DESIGN.md "Scenarios").
+"""Scenario specs: what to generate, as YAML under scenarios/conf/spec/ (docs/design.md "Scenarios").
 
     openvica scenarios generate --spec night-rain --out DIR fork.branches=4 seeds.limit=20   # a packaged spec
     openvica scenarios generate --spec my-spec.yaml --out DIR                                 # a file of yours
@@ -33,7 +33,7 @@ class SeedQuery:
     speed_mps: tuple = (None, None)  # mean ego speed over the window
     abs_yaw_rate: tuple = (None, None)  # mean |yaw rate| over the window, rad/s
     decel_mps2: tuple = (None, None)  # strongest deceleration over the window, m/s^2 (positive: braking)
-    limit: int | None = None  # at most this many seed clips, first by clip id
+    limit: int | None = None  # at most this many seed clips, first by clip id; not part of the hash (rerun to grow)
     source: str | None = None  # a token store or a folder of clips; `--seeds` overrides; not part of the hash
 
 
@@ -105,7 +105,9 @@ class Spec:
     @property
     def content(self) -> dict:
         """What decides every sample's tokens: the hashed part of the spec."""
-        seeds = {k: v for k, v in asdict(self.seeds).items() if k != "source"}
+        # not the source (`--seeds` may name the same clips at another path) nor the limit: raising it grows a
+        # dataset, every sample keeping its seed and tokens
+        seeds = {k: v for k, v in asdict(self.seeds).items() if k not in ("source", "limit")}
         return {"seeds": seeds, "fork": asdict(self.fork), "horizon": self.horizon,
                 "sampling": asdict(self.sampling), "ego": asdict(self.ego)}
 
@@ -118,7 +120,7 @@ class Spec:
 
 
 def sample_seed(spec_hash: str, clip_id: str, fork: int, branch: int) -> int:
-    """A sample's sampler seed (DESIGN.md): sha256 of "hash:clip:fork:branch", first 8 bytes little-endian, as the
+    """A sample's sampler seed (docs/design.md): sha256 of "hash:clip:fork:branch", first 8 bytes little-endian, as the
     engine's signed int64."""
     digest = hashlib.sha256(f"{spec_hash}:{clip_id}:{fork}:{branch}".encode()).digest()
     value = int.from_bytes(digest[:8], "little")

@@ -75,7 +75,7 @@ class RayCluster:
     def __init__(self):
         self.repo = Path(__file__).resolve().parent.parent
         bin_dir = str(Path(sys.executable).parent)
-        # `ray job submit -- python ...` runs the python on the PATH that started the cluster (DESIGN.md, Ray
+        # `ray job submit -- python ...` runs the python on the PATH that started the cluster (docs/design.md, Ray
         # pitfalls). RAY_AUTH_MODE: once a `ray.init()` has written ~/.ray/auth_token, Ray 2.60's `ray start` enables
         # token auth while `ray job submit` does not send the token; say "disabled" to both.
         self.env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0",

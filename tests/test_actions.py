@@ -1,4 +1,4 @@
-"""Ego commands as tokens (DESIGN.md "Ego conditioning")."""
+"""Ego commands as tokens (docs/design.md "Ego conditioning")."""
 
 import numpy as np
 

@@ -68,6 +68,30 @@ def test_list_videos_reads_attributes_from_legacy_labels_file(tmp_path):
     assert list_videos(tmp_path, "train")[0].attributes == records[0]["attributes"]
 
 
+ALL_CATEGORIES = {  # every box category of both layouts -> (det_20 class, ignore region)
+    "pedestrian": ("pedestrian", False), "rider": ("rider", False), "car": ("car", False), "truck": ("truck", False),
+    "bus": ("bus", False), "train": ("train", False), "motorcycle": ("motorcycle", False),
+    "bicycle": ("bicycle", False), "traffic light": ("traffic light", False), "traffic sign": ("traffic sign", False),
+    "other person": ("pedestrian", True), "other vehicle": ("car", True), "trailer": ("truck", True),  # det_20
+    "person": ("pedestrian", False), "bike": ("bicycle", False), "motor": ("motorcycle", False),  # legacy file
+}
+
+
+@pytest.mark.parametrize("labels_file", ["labels/det_20/det_train.json", "labels/bdd100k_labels_images_train.json"])
+def test_boxes_of_every_bdd100k_category_map_to_the_ten_classes_with_ignore_regions(tmp_path, labels_file):
+    (tmp_path / "videos" / "train").mkdir(parents=True)
+    (tmp_path / "videos" / "train" / "a1.mov").write_bytes(b"")
+    box = {"x1": 1.0, "y1": 2.0, "x2": 30.0, "y2": 40.0}
+    labels = [{"category": c, "box2d": box} for c in ALL_CATEGORIES]
+    labels += [{"category": "drivable area", "poly2d": []}, {"category": "lane", "poly2d": []},  # legacy, no box
+               {"category": "unknown thing", "box2d": box}]
+    (tmp_path / labels_file).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / labels_file).write_text(json.dumps([{"name": "a1.jpg", "attributes": {}, "labels": labels}]))
+    boxes = list_videos(tmp_path, "train")[0].labels
+    assert [(b["category"], b.get("ignored", False)) for b in boxes] == list(ALL_CATEGORIES.values())
+    assert all(b["box2d"] == box for b in boxes)
+
+
 def test_list_videos_without_videos_folder_raises_naming_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "videos" / "val")):
         list_videos(tmp_path, "val")

@@ -1,4 +1,4 @@
-"""The bundle: one folder = one simulator (DESIGN.md "The simulator bundle")."""
+"""The bundle: one folder = one simulator (docs/design.md "The simulator bundle")."""
 
 import json
 

@@ -148,6 +148,27 @@ def test_two_shards_write_two_parts_and_the_store_holds_every_clip_once(bdd_tree
     assert sorted(store.clip_ids) == good and store.index["duplicates"] == []
 
 
+def test_a_plain_zarr_client_walks_from_the_root_to_every_parts_arrays(bdd_tree, test_bundle, tmp_path):
+    import zarr
+
+    out = tmp_path / "store.zarr"
+    for i in range(2):
+        ingest(bdd_tree[0], "train", out, test_bundle, shard=(i, 2), progress=False)
+    root = zarr.open_group(out, mode="r")
+    parts = dict(root["parts"].groups())
+    assert sorted(parts) == ["part-00000", "part-00001"] == root.attrs["parts"]
+    store = TokenStore(out)
+    frames = 0
+    for name, part in parts.items():
+        assert {"tokens", "speed_mps", "yaw_rate_rps", "frame_time_s"} <= set(dict(part.arrays()))
+        frames += part.attrs["num_frames"]
+        for clip in part.attrs["clips"]:
+            np.testing.assert_array_equal(part["tokens"][clip["start"]:clip["stop"]],
+                                          store.clip(clip["clip_id"], ("tokens",))["tokens"])
+    assert root.attrs["num_frames"] == frames == store.index["num_frames"]
+    assert root.attrs["num_clips"] == len(store.clips) and root.attrs["index"] == "index.json"
+
+
 def test_store_frames_keeps_the_preprocessed_256_crops(bdd_tree, test_bundle, tmp_path):
     root, manifest = bdd_tree
     out = tmp_path / "store.zarr"

@@ -1,4 +1,4 @@
-"""Top-k sampling with hashed Gumbel noise (DESIGN.md "Determinism")."""
+"""Top-k sampling with hashed Gumbel noise (docs/design.md "Determinism")."""
 
 import collections
 

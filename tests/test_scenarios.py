@@ -105,6 +105,17 @@ def test_a_seed_query_selects_exactly_the_clips_whose_attributes_and_ego_motion_
     assert [m.clip_id for m in select(clips, spec_from_dict({"seeds": {"limit": 2}}))] == ["a", "b"]
 
 
+def test_deceleration_is_measured_at_the_clips_own_frame_rate():
+    from dataclasses import replace
+
+    from openvica_sim.scenarios.seeds import ego_stats
+
+    braking = _info("x", "rainy", 0.0)
+    braking.speed_mps[:] = 20.0 - np.arange(20)  # 1 m/s less each frame
+    assert ego_stats(braking, 0, 10)["decel_mps2"] == pytest.approx(4.0)  # at 4 fps: 4 m/s^2
+    assert ego_stats(replace(braking, fps=10.0), 0, 10)["decel_mps2"] == pytest.approx(10.0)
+
+
 def test_fork_at_the_labelled_frame_makes_it_the_last_seed_frame():
     clips = [_info("x", "rainy", 10.0, labelled=[8]), _info("y", "rainy", 10.0)]
     matches = select(clips, spec_from_dict({"fork": {"at": "labelled", "seed_frames": 3}}))
@@ -221,6 +232,74 @@ def test_seed_frames_carry_their_ground_truth_and_generated_frames_none(scenario
         assert images[a["image_id"]]["frame_index"] == 1 and not images[a["image_id"]]["generated"]
 
 
+def test_real_bdd100k_categories_reach_coco_as_the_ten_classes_and_ignore_regions(tmp_path, test_bundle):
+    from pycocotools.coco import COCO
+
+    from openvica_sim.bundle import save_bundle
+    from openvica_sim.data.bdd_layout import write_bdd100k
+    from openvica_sim.data.ingest import ingest
+
+    write_bdd100k(tmp_path / "bdd", "train", num_videos=3, seconds=2.0, seed=3)  # the third's car is in view
+    labels_file = tmp_path / "bdd" / "labels" / "det_20" / "det_train.json"
+    records, names = json.loads(labels_file.read_text()), ["other person", "person", "motor", "trailer", "car"]
+    for record in records:  # each synthetic car's box again under the names real det_20 and legacy files hold
+        record["labels"] = [{**label, "id": f"{label['id']}-{n}", "category": n}
+                            for label in record["labels"] for n in names]
+    labels_file.write_text(json.dumps(records))
+    ingest(tmp_path / "bdd", "train", tmp_path / "store.zarr", test_bundle, progress=False)
+    inputs = {"bundle": save_bundle(test_bundle, tmp_path / "bundle"), "store": tmp_path / "store.zarr"}
+    out = tmp_path / "real-names"
+    generate(inputs, out, "fork.at=labelled", "fork.branches=1", "horizon=2", "seeds.limit=3")
+    assert json.loads((out / ds.MANIFEST).read_text())["status"] == "complete"
+    coco = COCO(str(out / ds.LABELS_DIR / "coco.json"))
+    annotations = coco.loadAnns(coco.getAnnIds())
+    assert annotations, "the renamed boxes are all kept"
+    by_name = {c["id"]: c["name"] for c in coco.loadCats(coco.getCatIds())}
+    assert len(annotations) % len(names) == 0
+    assert {(by_name[a["category_id"]], a["iscrowd"]) for a in annotations} == {
+        ("pedestrian", 1), ("pedestrian", 0), ("motorcycle", 0), ("truck", 1), ("car", 0)}  # ignored: iscrowd
+
+
+def test_a_failing_label_export_is_recorded_and_a_rerun_only_finalizes(scenario_inputs, tmp_path, monkeypatch):
+    from openvica_sim.scenarios import generate as generate_module
+
+    out = tmp_path / "export-fails"
+
+    def broken(*args, **kwargs):
+        raise ValueError("disk full")
+
+    monkeypatch.setattr(generate_module.ds, "write_label_exports", broken)
+    with pytest.raises(ValueError, match="disk full"):
+        generate(scenario_inputs, out)
+    manifest = json.loads((out / ds.MANIFEST).read_text())
+    assert manifest["status"] == "finalize_failed" and "disk full" in manifest["error"]
+    committed = ds.committed_clip_ids(out)
+    assert len(committed) == 4, "every sample was generated and kept"
+    monkeypatch.undo()
+    summary = generate(scenario_inputs, out)
+    assert summary["samples_resumed"] == 4 and json.loads((out / ds.MANIFEST).read_text())["status"] == "complete"
+
+
+def test_raising_the_seed_limit_grows_the_dataset_and_keeps_every_sample(scenario_inputs, tmp_path):
+    out = tmp_path / "growing"
+    generate(scenario_inputs, out, "seeds.limit=1")
+    before = all_tokens(out)
+    summary = generate(scenario_inputs, out, "seeds.limit=2")
+    assert summary["samples"] == 4 and summary["samples_resumed"] == 2
+    after = all_tokens(out)
+    assert set(before) < set(after) and all(np.array_equal(before[c], after[c]) for c in before)
+
+
+def test_resuming_from_another_seed_source_is_refused(scenario_inputs, tmp_path):
+    import shutil
+
+    out = tmp_path / "one-source"
+    generate(scenario_inputs, out, "seeds.limit=1", "fork.branches=1")
+    other = shutil.copytree(scenario_inputs["store"], tmp_path / "other.zarr")
+    with pytest.raises(ValueError, match="seed clips of"):
+        generate({**scenario_inputs, "store": other}, out, "seeds.limit=1", "fork.branches=1")
+
+
 def test_another_spec_into_the_same_folder_is_refused(dataset, scenario_inputs):
     out, _ = dataset
     with pytest.raises(ValueError, match="another spec"):
@@ -274,5 +353,11 @@ def test_diversity_orders_clips_by_k_center_greedy_on_codebook_usage_or_dinov2_f
     np.testing.assert_allclose(usage.sum(axis=1), 1.0)  # a histogram of the generated frames' codes
     features = clip_embeddings(out, clips, [2] * len(clips), teacher=str(loss_networks["teacher"]))
     assert features.shape[0] == len(clips) and np.isfinite(features).all()
-    ranks = sorted(r["diversity_rank"] for r in ds.ScenarioDataset(out).clips)
-    assert ranks == list(range(len(clips)))
+    rows = ds.ScenarioDataset(out).clips
+    assert all(r["diversity_rank"] == -1 for r in rows), "select.by: all reads no embeddings"
+    from openvica_sim.scenarios.select import dataset_fields
+
+    diverse = dataset_fields(rows, load_spec("night-rain", ["select.by=diverse", "select.k=2",
+                                                            "select.exclude_flagged=false"]), out)
+    assert sorted(r["diversity_rank"] for r in diverse if r["diversity_rank"] >= 0) == [0, 1]
+    assert sum(r["selected"] for r in diverse) == 2

@@ -17,6 +17,7 @@ import argparse
 import inspect
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -214,6 +215,17 @@ def test_min_score_leaves_low_scored_boxes_out_of_the_metrics_but_stores_them(te
     root, m = tested_with_options
     assert m["overall"]["detections_per_frame"] == pytest.approx(18 / 20)  # red cars only (score 0.9), 4 clips
     assert len(ScenarioDataset(root).pseudo_labels("p1-f0-b0", m["detector"])[3]) == 2  # the truck (0.7) stays
+
+
+def test_the_iou_threshold_is_an_option_of_the_api_and_of_the_command(dataset, capsys):
+    from openvica_sim.cli import main
+
+    strict = harness.run_test(dataset, find_rectangles, iou_threshold=0.999, out=dataset / "strict", progress=False)
+    assert strict["settings"]["iou_threshold"] == 0.999
+    detector = f"{Path(__file__).resolve()}:find_rectangles"
+    assert main(["scenarios", "test", str(dataset), "--detector", detector, "--iou", "0.3", "--no-progress",
+                 "--out", str(dataset / "loose")]) == 0
+    assert json.loads((dataset / "loose" / "metrics.json").read_text())["settings"]["iou_threshold"] == 0.3
 
 
 def test_coco_export_loads_with_pycocotools_and_carries_pseudo_labels_with_provenance_and_score(tested):

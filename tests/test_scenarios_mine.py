@@ -1,4 +1,4 @@
-"""`openvica scenarios mine`: real clips ranked by the world model's teacher-forced surprise (DESIGN.md "Scenarios").
+"""`openvica scenarios mine`: real clips ranked by the world model's teacher-forced surprise (docs/design.md "Scenarios").
 
 The reference for surprise is the engine itself: a store made of the engine's own rollouts must be scored exactly as
 the engine scored those frames while generating them, context slides and ego ids included. With the tiny random

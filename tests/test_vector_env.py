@@ -1,7 +1,7 @@
 """The native vector env (issue 3): one batched engine for N sub-envs, equal to N single envs.
 
 Runs the random "test" preset bundle from a folder, on CPU. The engine decodes at least 4 rows whatever
-the batch (DESIGN.md "Determinism"), so a single env costs as much per frame as a vector env of 4.
+the batch (docs/design.md "Determinism"), so a single env costs as much per frame as a vector env of 4.
 """
 
 import gymnasium as gym

@@ -1,4 +1,4 @@
-"""WM on transformers' LlamaForCausalLM with one merged vocabulary (DESIGN.md)."""
+"""WM on transformers' LlamaForCausalLM with one merged vocabulary (docs/design.md)."""
 
 import pytest
 import torch

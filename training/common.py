@@ -1,4 +1,4 @@
-"""What the training scripts share (DESIGN.md "Training runs"): the run folder, checkpoints, the learning-rate
+"""What the training scripts share (docs/design.md "Training runs"): the run folder, checkpoints, the learning-rate
 schedule, resumable data order, the discriminator step, and launching the loop (`training/loop.py`) in-process or as
 a Ray Train `TorchTrainer`.
 
@@ -406,8 +406,9 @@ def launch(train_loop, cfg: dict) -> None:
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=True)
+    from openvica_sim.distributed import connect
+
+    connect()  # RAY_ADDRESS or the job's cluster, with the auth hint when joining fails
     trainer = TorchTrainer(
         train_loop, train_loop_config=cfg,
         scaling_config=ScalingConfig(num_workers=scaling["num_workers"], use_gpu=scaling["use_gpu"]),

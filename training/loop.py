@@ -1,6 +1,6 @@
 """The one training loop (torchtitan's `train.py` shape): a stage gives its model, optimisers, batches, step and
 export; the loop does the rest the same way for every stage, tok, wm, vdec and the ego-motion probe alike
-(DESIGN.md "Training runs"):
+(docs/design.md "Training runs"):
 
     worker context -> read the last complete checkpoint -> build the stage -> resume it -> for each step: learning
     rate, `stage.step(batch, s)`, log to metrics.jsonl, progress bar, checkpoint + Ray report -> `stage.export`

@@ -9,7 +9,7 @@ A sample is the fixed prompt then T + N = 16 frames of [ego ids] + 256 codes + e
 `models.sequence.SequenceLayout`). The loss counts the code targets only: prompt targets are fixed text, end-of-frame
 targets are forced at inference, ego ids are given (see `losses.world_model_loss`). With data.action_conditioned,
 each frame's ego ids come from the store's speed and yaw rate, replaced by "unknown" with probability
-trainer.action_dropout (DESIGN.md "Ego conditioning").
+trainer.action_dropout (docs/design.md "Ego conditioning").
 
 The run ends with `run.dir/world_model/` (full fine-tuning) or `run.dir/world_model_adapter/` (LoRA), the bundle
 part that `openvica bundle create` takes.

@@ -23,7 +23,7 @@ What differs from transformers' Llama, and what the conversion does about it:
   the halves (i, i + d/2) with the same frequency theta^(-2i/d). Permuting each head's q and k output features to
   [0, 2, 4, ..., 1, 3, 5, ...] turns one into the other, and q.k is unchanged because both get the same permutation.
 - Two vocabularies: wte/lm_head (text) and vte/vision_head (vision) become one embedding and one head whose rows are
-  [text; vision] (DESIGN.md): vision id v -> V_text + v.
+  [text; vision] (docs/design.md): vision id v -> V_text + v.
 - MLP: w2(silu(w1 x) * w3 x), so w1 -> gate_proj, w3 -> up_proj, w2 -> down_proj. RMSNorm matches (eps from config).
 - RoPE base and context length are not in the checkpoint: LWM-Chat-1M runs with theta = 50,000,000 (its scripts'
   `update_llama_config`); the preset `lwm-7b` holds that, flags override it. H is not in it either (wq is (D, D)).

@@ -5,7 +5,7 @@
     root/labels/bdd100k_labels_images_{train,val}.json       legacy name of the same records
     root/info/100k/{train,val}/<id>.json                     startTime, locations/gps (~1 Hz), gyro
 
-Ego motion follows DESIGN.md "BDD100K ego motion". T is the number of frame times asked for.
+Ego motion follows docs/design.md "BDD100K ego motion". T is the number of frame times asked for.
 The Zarr ingest (issue 4, point 2) builds on `list_videos` and `read_ego_motion`.
 """
 
@@ -20,13 +20,47 @@ from pathlib import Path
 import numpy as np
 
 SPLITS = ("train", "val", "test")
-MIN_YAW_SPEED_MPS = 2.0  # DESIGN.md: below about 2 m/s the phone's course is noise, so yaw rate is unknown
+MIN_YAW_SPEED_MPS = 2.0  # docs/design.md: below about 2 m/s the phone's course is noise, so yaw rate is unknown
 BDD_VAL_500_SEED = 0
 VAL_500_SIZE = 500
 # Where the per-image label records may lie, first match wins: det_20 (the 2020 release) before the legacy file,
 # and both in root/labels/ or root/ because unpacked archives differ in nesting.
 _LABEL_NAMES = ("det_{split}.json", "bdd100k_labels_images_{split}.json")
 _LABEL_DIRS = ("labels/det_20", "labels", ".")
+
+# BDD100K's ten detection classes (det_20), in its order: COCO category ids are 1 + the index.
+DETECTION_CLASSES = ("pedestrian", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle", "traffic light",
+                     "traffic sign")
+# The other names its label files use, as BDD100K's own evaluation configs map them: the legacy file's names for
+# the same classes ("name_mapping"), and det_20's three classes that are scored as "ignore" regions of a class
+# ("ignored_mapping": a detection there is neither a hit nor a false positive; COCO's iscrowd).
+CATEGORY_ALIASES = {"person": "pedestrian", "bike": "bicycle", "motor": "motorcycle", "van": "car", "caravan": "car"}
+IGNORED_CATEGORIES = {"other person": "pedestrian", "other vehicle": "car", "trailer": "truck"}
+
+
+def detection_class(category: str) -> tuple[str | None, bool]:
+    """(the DETECTION_CLASSES name of a BDD100K label category, whether it is an ignore region); (None, False) for
+    a name outside both vocabularies (e.g. the legacy file's "lane" or "drivable area", which carry no box)."""
+    if category in DETECTION_CLASSES:
+        return category, False
+    if category in CATEGORY_ALIASES:
+        return CATEGORY_ALIASES[category], False
+    if category in IGNORED_CATEGORIES:
+        return IGNORED_CATEGORIES[category], True
+    return None, False
+
+
+def detection_boxes(labels: list) -> list[dict]:
+    """The boxes of a label record's `labels` in det_20's vocabulary: [{category, box2d[, ignored: True]}] for each
+    label with a box2d and a known category (either layout's names); the rest are dropped."""
+    out = []
+    for label in labels or []:
+        if not (isinstance(label, dict) and isinstance(label.get("box2d"), dict) and label.get("category")):
+            continue
+        category, ignored = detection_class(str(label["category"]))
+        if category is not None:
+            out.append({"category": category, "box2d": label["box2d"], **({"ignored": True} if ignored else {})})
+    return out
 
 
 @dataclass
@@ -95,7 +129,7 @@ LABEL_TIME_S = 10.0  # BDD100K labels the frame "just after 10 seconds" (paper I
 
 
 def _read_label_records(root: Path, split: str) -> dict[str, dict]:
-    """Video id -> {"attributes", "labels" (boxes with a box2d, camera pixels), "label_time_s"}; the image
+    """Video id -> {"attributes", "labels" (`detection_boxes`, camera pixels), "label_time_s"}; the image
     `<id>.jpg` is the labelled frame of the video `<id>.mov`. Records without attributes or boxes give empty ones."""
     path = find_labels_file(root, split)
     if path is None:
@@ -110,8 +144,7 @@ def _read_label_records(root: Path, split: str) -> dict[str, dict]:
     for record in records:
         if isinstance(record, dict) and isinstance(record.get("name"), str):
             attributes = record.get("attributes")
-            boxes = [{"category": label["category"], "box2d": label["box2d"]} for label in record.get("labels") or []
-                     if isinstance(label, dict) and isinstance(label.get("box2d"), dict) and label.get("category")]
+            boxes = detection_boxes(record.get("labels"))
             timestamp = _number(record.get("timestamp"))
             out[Path(record["name"]).stem] = {
                 "attributes": attributes if isinstance(attributes, dict) else {}, "labels": boxes,

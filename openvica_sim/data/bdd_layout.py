@@ -5,7 +5,7 @@
     root/info/100k/{split}/<id>.json             startTime, endTime, locations and gyro at about 1 Hz
 
 `corrupt` videos are random bytes and `without_info` videos have no info file, as in the real data.
-Ego motion follows DESIGN.md "BDD100K ego motion": speed in m/s, course in degrees clockwise from
+Ego motion follows docs/design.md "BDD100K ego motion": speed in m/s, course in degrees clockwise from
 north, -1 below 0.5 m/s.
 """
 

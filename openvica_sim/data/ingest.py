@@ -1,4 +1,4 @@
-"""BDD100K videos -> token store (DESIGN.md "Data flow"; layout and crash safety in `store.py`).
+"""BDD100K videos -> token store (docs/design.md "Data flow"; layout and crash safety in `store.py`).
 
 One process ingests one shard, `videos[index::count]` of the sorted videos, into its own part `part-<index>`:
 concurrent processes never write the same Zarr array. Resume is per clip: clips already in the part's index are

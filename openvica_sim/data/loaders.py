@@ -1,4 +1,4 @@
-"""PyTorch datasets over the token store, for training (DESIGN.md "Training runs", "Zarr 3").
+"""PyTorch datasets over the token store, for training (docs/design.md "Training runs", "Zarr 3").
 
 Three views of the same clips, each a list of windows of consecutive frames inside one clip (a window never
 crosses a clip boundary; clips shorter than the window give none):
@@ -9,7 +9,7 @@ crosses a clip boundary; clips shorter than the window give none):
                                                                                          (needs --store-frames)
 
 Ego motion stays in physical units with NaN for unknown; the trainer turns it into action ids with
-`ActionCoding.vision_ids` (NaN -> the "unknown" ids, DESIGN.md "Ego conditioning").
+`ActionCoding.vision_ids` (NaN -> the "unknown" ids, docs/design.md "Ego conditioning").
 
 Order and sharding. `epoch_order(epoch)` shuffles all windows with a generator seeded by (seed, epoch), the same
 permutation on every rank, drops the last `len % world_size` windows of that permutation, and returns

@@ -1,9 +1,11 @@
-"""The token store: tokenised BDD100K clips with per-frame ego motion, in Zarr v3 (DESIGN.md "Zarr 3").
+"""The token store: tokenised BDD100K clips with per-frame ego motion, in Zarr v3 (docs/design.md "Zarr 3").
 
 Layout (F = frames of a part, all its clips concatenated; one clip per video, clip_id = video id):
 
-    store.zarr/zarr.json                          root group
+    store.zarr/zarr.json                          root group; attrs: format, version, index (the file name), parts,
+                                                  num_clips, num_frames (written by `consolidate`)
     store.zarr/index.json                         consolidated index of the complete parts (`consolidate`)
+    store.zarr/parts/zarr.json                    the group of the parts
     store.zarr/parts/part-NNNNN/                  one group per writer (ingest shard NNNNN), never shared
         tokens        (F, 16, 16) uint16   fill 65535 (never a valid token)   chunks (64, 16, 16)
         speed_mps     (F,)        float32  fill NaN                           chunks (4096,)
@@ -71,7 +73,10 @@ class PartWriter:
             raise ValueError(f"codebook_size={codebook_size} does not fit uint16 tokens below the fill value "
                              f"{TOKEN_FILL}; widen the token dtype in openvica_sim/data/store.py")
         self.root, self.name = Path(root), part_name(index)
-        zarr.open_group(self.root, mode="a")  # root group; every writer writes the same zarr.json
+        # the root and parts/ groups (every writer writes the same zarr.json), so that a plain Zarr client walks
+        # from the root to every part's arrays: zarr.open_group(store)["parts"]["part-00000"]["tokens"]
+        zarr.open_group(self.root, mode="a")
+        zarr.open_group(self.root / PARTS, mode="a")
         self.group = zarr.open_group(self.root / PARTS / self.name, mode="a")
         settings = {"format": FORMAT, "version": VERSION, "fps": float(fps), "split": split,
                     "store_frames": bool(store_frames), "token_shape": list(token_shape)}
@@ -163,6 +168,10 @@ def consolidate(root: str | os.PathLike) -> dict:
     tmp = root / f".{INDEX_FILE}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(index))
     os.replace(tmp, root / INDEX_FILE)
+    # what a Zarr client sees of it at the root (the clip list itself stays in index.json: 100k clips are ~40 MB)
+    zarr.open_group(root, mode="a").attrs.put({
+        "format": FORMAT, "version": VERSION, "index": INDEX_FILE, "parts": parts, "num_clips": len(clips),
+        "num_frames": index["num_frames"]})
     return index
 
 

@@ -15,7 +15,7 @@ bounded acceleration and executes the drive's manoeuvres (new target speeds, lan
 means, and how a test shows what a command looks like.
 
 Ground truth of every frame: the ego's speed and yaw rate (its mean motion over the frame step, as the token store
-and the ego ids have it, DESIGN.md "Ego conditioning"), lateral offset and heading error, and the 2D boxes of the
+and the ego ids have it, docs/design.md "Ego conditioning"), lateral offset and heading error, and the 2D boxes of the
 visible cars with their ids. It is the training data of the embedded default, the seed source of tests and demos,
 and `data/bdd_layout.py` writes it in BDD100K's folder layout.
 

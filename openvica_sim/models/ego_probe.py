@@ -3,7 +3,7 @@
 It measures whether generated video follows its ego commands (`metrics.ego`, `openvica eval video --ego-probe`):
 trained by `training/probe.py` on real frames of a token store with their per-frame ego motion as labels, it reads
 what a generated clip's motion is, whatever the world model was told. The label of frame t is the store's ego motion
-over (t-1, t] (DESIGN.md "Ego conditioning"), estimated from frames t-1 and t.
+over (t-1, t] (docs/design.md "Ego conditioning"), estimated from frames t-1 and t.
 
     frames t-1, t --area downscale to S--> [x_{t-1}, x_t, x_t - x_{t-1}] (9 channels) --strided CNN--> mean --> 2
 

@@ -1,7 +1,7 @@
 """ImageNet backbones of the loss and the metrics: VGG16 (the perceptual loss network phi of eq. (3), paper ref.
 [38], and an LPIPS backbone) and AlexNet (LPIPS's default backbone, paper ref. [44]).
 
-torchvision cannot be installed here (DESIGN.md "Video and vision models"), so the networks are written here with
+torchvision cannot be installed here (docs/design.md "Video and vision models"), so the networks are written here with
 torchvision's module layout: `features` is the same `nn.Sequential` (VGG16: convs at 0, 2, 5, ..., ReLUs after each,
 max pools at 4, 9, 16, 23, 30; AlexNet: convs at 0, 3, 6, 8, 10), and a torchvision state dict (`features.N.weight`,
 `features.N.bias`; the classifier is ignored) loads into it unchanged. Users download `vgg16-397923af.pth` or

@@ -1,6 +1,6 @@
 """The world model's sequence: where each id sits, and in which order a frame's codes are decoded.
 
-One place owns the layout (DESIGN.md "Ego conditioning"): the fixed prompt, then per frame
+One place owns the layout (docs/design.md "Ego conditioning"): the fixed prompt, then per frame
 
     [ego speed, ego yaw]   2 ids, action-conditioned bundles only (given, never predicted)
     h * w codes            raster order, row by row: vision id v of code v

@@ -1,7 +1,7 @@
 """World model (WM): a LLaMA that predicts the next frame's tokens from a prompt and past frames (paper III-A b).
 
 LWM-Chat-1M keeps separate text and vision embeddings and heads; we merge them into ONE vocabulary
-(DESIGN.md) so the WM is a plain `transformers.LlamaForCausalLM` that peft, FSDP and vLLM take unchanged:
+(docs/design.md) so the WM is a plain `transformers.LlamaForCausalLM` that peft, FSDP and vLLM take unchanged:
 
     ids [0, V_text)                      text (the LLaMA-2 tokenizer's ids)
     id  V_text + v, v < K                vision code v (K = codebook size)
@@ -114,7 +114,7 @@ PRESETS: dict[str, dict] = {
 
 
 class WorldModel(nn.Module):
-    """WM: a `LlamaForCausalLM` over the merged vocabulary, plus the layout of DESIGN.md."""
+    """WM: a `LlamaForCausalLM` over the merged vocabulary, plus the layout of docs/design.md."""
 
     def __init__(self, config: WorldModelConfig, llama: LlamaForCausalLM | None = None):
         super().__init__()

@@ -2,7 +2,7 @@
 
     openvica scenarios test DATASET --detector openvica_sim.scenarios.examples.color_detector:detect
 
-It is an example of the detector interface of `openvica scenarios test` (DESIGN.md "Scenarios"):
+It is an example of the detector interface of `openvica scenarios test` (docs/design.md "Scenarios"):
 
     detect(frames: uint8 (B, H, W, 3)) -> per frame, a list of
         {"category": "car", "box2d": {"x1", "y1", "x2", "y2"}, "score": float}
