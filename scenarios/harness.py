@@ -192,6 +192,12 @@ def run_test(dataset_dir: str | os.PathLike, detector: str | Callable, out: str 
         _callable_name(detector), detector)
     if not callable(detect):
         raise TypeError(f"detector {detector!r} is not callable; pass 'module:function' or a function")
+    import torch
+
+    if isinstance(detect, torch.nn.Module):  # a torchvision-style detection model (scenarios/detectors.py)
+        from .detectors import torchvision_detector
+
+        detect = torchvision_detector(detect)
     dataset = ScenarioDataset(dataset_dir)
     rows = _rows_to_test(dataset, settings.include_unselected)
     out = Path(out) if out is not None else dataset.path / f"report-{safe_name(name)}"

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from openvica_sim.scenarios import harness
 from openvica_sim.scenarios.dataset import (CLIPS_TABLE, COLUMNS, GROUND_TRUTH, MANIFEST, ScenarioDataset, box,
@@ -226,6 +227,35 @@ def test_the_iou_threshold_is_an_option_of_the_api_and_of_the_command(dataset, c
     assert main(["scenarios", "test", str(dataset), "--detector", detector, "--iou", "0.3", "--no-progress",
                  "--out", str(dataset / "loose")]) == 0
     assert json.loads((dataset / "loose" / "metrics.json").read_text())["settings"]["iou_threshold"] == 0.3
+
+
+class TorchvisionStyleRectangles(torch.nn.Module):
+    """`find_rectangles` behind torchvision's detection interface: a list of (3, H, W) floats in [0, 1] in, per
+    image {"boxes", "labels", "scores"} out, labels as COCO category ids (car 3, person 1, truck 8), plus a bench
+    (COCO 15) on every image, which BDD100K has no class for."""
+
+    def forward(self, images):
+        out = []
+        for image in images:
+            assert image.dtype == torch.float32 and image.shape[0] == 3 and 0 <= image.min() <= image.max() <= 1
+            found = find_rectangles((image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)[None])[0]
+            coco = {"car": 3, "pedestrian": 1, "truck": 8}
+            boxes = [[d["box2d"][k] for k in ("x1", "y1", "x2", "y2")] for d in found] + [[0, 0, 4, 4]]
+            out.append({"boxes": torch.tensor(boxes, dtype=torch.float32),
+                        "labels": torch.tensor([coco[d["category"]] for d in found] + [15]),
+                        "scores": torch.tensor([d["score"] for d in found] + [0.99], dtype=torch.float64)})
+        return out
+
+
+def test_a_torchvision_style_model_scores_like_the_same_detector_as_a_function(dataset, tested):
+    from openvica_sim.scenarios.detectors import torchvision_detector
+
+    frames = ScenarioDataset(dataset).frames("p0-f0-b1")
+    expected = [[{**d, "box2d": {k: float(v) for k, v in d["box2d"].items()}} for d in frame]
+                for frame in find_rectangles(frames)]
+    assert torchvision_detector(TorchvisionStyleRectangles())(frames) == expected  # the bench is dropped
+    m = harness.run_test(dataset, TorchvisionStyleRectangles(), out=dataset / "tv", progress=False)
+    assert m["overall"] == tested[1]["overall"] and m["counts"] == tested[1]["counts"]
 
 
 def test_coco_export_loads_with_pycocotools_and_carries_pseudo_labels_with_provenance_and_score(tested):
