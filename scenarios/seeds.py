@@ -178,10 +178,12 @@ def select(clips: list[SeedInfo], spec: Spec) -> list[Match]:
     for info in sorted(clips, key=lambda c: c.clip_id):
         if any(info.attributes.get(key) not in values for key, values in q.where.items()):
             continue
-        if spec.fork.at == "labelled":
-            if not info.labelled_frames:
-                continue
-            at = info.labelled_frames[0] - T + 1  # the labelled frame is the last seed frame: its boxes transfer
+        if spec.fork.at in ("labelled", "auto"):
+            at = labelled_fork(info, T)
+            if at is None:
+                if spec.fork.at == "labelled":
+                    continue
+                at = 0
         else:
             at = spec.fork.at
         if at < 0 or at + T > info.num_frames:
@@ -192,6 +194,18 @@ def select(clips: list[SeedInfo], spec: Spec) -> list[Match]:
         if q.limit is not None and len(matches) >= q.limit:
             break
     return matches
+
+
+def labelled_fork(info: SeedInfo, T: int) -> int | None:
+    """The first fork frame whose T seed frames all carry ground truth (tracking labels label every frame), else
+    the one whose last seed frame is the first labelled frame (det_20's single frame: its boxes transfer); None when
+    the clip has no labelled frame at T - 1 or later."""
+    labelled = set(info.labelled_frames)
+    fits = [f - T + 1 for f in sorted(labelled) if 0 <= f - T + 1 and f < info.num_frames]
+    for at in fits:
+        if all(at + k in labelled for k in range(T)):
+            return at
+    return fits[0] if fits else None
 
 
 def ego_stats(info: SeedInfo, start: int, length: int) -> dict[str, float]:

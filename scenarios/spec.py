@@ -23,6 +23,7 @@ EGO_PROGRAMS = ("constant", "brake", "swerve_left", "swerve_right", "lane_change
 SELECT_BY = ("all", "surprise", "diverse")
 LABEL_FORMATS = ("bdd", "coco")
 RANGES = ("speed_mps", "abs_yaw_rate", "decel_mps2")
+FORK_MODES = ("labelled", "auto")  # fork.at besides a frame number
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,9 @@ class SeedQuery:
 @dataclass(frozen=True)
 class Fork:
     seed_frames: int = 2  # T, the paper's 2
-    at: int = 0  # first frame of the seed clip used as seed; "labelled" forks at the store's labelled frame
+    # first frame of the seed clip used as seed; "labelled": the first window whose seed frames all carry ground
+    # truth (clips without are skipped); "auto": that where the clip has one, else frame 0
+    at: int | str = "auto"
     branches: int = 1  # futures per seed clip, sharing its prefill
 
 
@@ -246,7 +249,7 @@ def _check(spec: Spec) -> list[str]:
     if q.limit is not None:
         integer(q.limit, "seeds.limit", 1)
     integer(spec.fork.seed_frames, "fork.seed_frames", 2)
-    if spec.fork.at != "labelled":
+    if spec.fork.at not in FORK_MODES:
         integer(spec.fork.at, "fork.at", 0)
     integer(spec.fork.branches, "fork.branches", 1)
     integer(spec.horizon, "horizon", 1)

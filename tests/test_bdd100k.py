@@ -92,6 +92,30 @@ def test_boxes_of_every_bdd100k_category_map_to_the_ten_classes_with_ignore_regi
     assert all(b["box2d"] == box for b in boxes)
 
 
+def test_tracking_labels_are_found_per_video_and_read_at_5_fps_in_det_20s_classes(tmp_path):
+    from openvica_sim.data.bdd100k import read_track_labels
+
+    (tmp_path / "videos" / "val").mkdir(parents=True)
+    for vid in ("a1", "b2"):
+        (tmp_path / "videos" / "val" / f"{vid}.mov").write_bytes(b"")
+    track_dir = tmp_path / "labels" / "box_track_20" / "val"
+    track_dir.mkdir(parents=True)
+    box = {"x1": 1.0, "y1": 2.0, "x2": 30.0, "y2": 40.0}
+    (track_dir / "a1.json").write_text(json.dumps([
+        {"name": f"a1-{k + 1:07d}.jpg", "videoName": "a1", "frameIndex": k,
+         "labels": [{"id": "7", "category": "pedestrian", "box2d": box}, {"id": "8", "category": "trailer", "box2d": box}]}
+        for k in (2, 0, 1)]))
+    a1, b2 = list_videos(tmp_path, "val")
+    assert a1.track_path == track_dir / "a1.json" and b2.track_path is None
+    track = read_track_labels(a1.track_path)
+    assert [t for t, _ in track] == [0.0, 0.2, 0.4]  # by time, frameIndex / 5
+    assert track[0][1] == [{"category": "pedestrian", "box2d": box, "id": "7"},
+                           {"category": "truck", "box2d": box, "ignored": True, "id": "8"}]
+    (track_dir / "b2.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"b2\.json.*not valid JSON"):
+        read_track_labels(track_dir / "b2.json")
+
+
 def test_list_videos_without_videos_folder_raises_naming_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "videos" / "val")):
         list_videos(tmp_path, "val")

@@ -64,9 +64,35 @@ def test_the_labelled_frames_boxes_are_stored_in_the_model_view_on_the_store_fra
                   if r["name"] == f"{clip_id}.jpg")
     assert record["timestamp"] == 1500  # a 2 s drive is labelled at 1.5 s (frame 45 of 30 fps)
     clip = TokenStore(out).clip(clip_id)
-    assert [entry["frame"] for entry in clip["labels"]] == [6]  # 1.5 s at 4 fps
-    expected = boxes_to_model_view([{k: b[k] for k in ("category", "box2d")} for b in record["labels"]], 720, 1280)
-    assert clip["labels"][0]["boxes"] == expected != []
+    det = [entry for entry in clip["labels"] if entry["source"] == "det_20"]
+    assert [entry["frame"] for entry in det] == [6]  # 1.5 s at 4 fps
+    expected = boxes_to_model_view([{k: b[k] for k in ("category", "box2d", "id")} for b in record["labels"]],
+                                   720, 1280)
+    assert det[0]["boxes"] == expected != []
+
+
+def test_tracking_labels_give_every_store_frame_the_nearest_5_fps_boxes_within_half_a_frame(ingested, bdd_tree):
+    import json
+
+    from openvica_sim.data.bdd100k import read_track_labels
+    from openvica_sim.frames import boxes_to_model_view
+
+    out, _, manifest = ingested
+    root, _ = bdd_tree
+    clip_id = manifest["ids"][0]
+    track = read_track_labels(root / "labels/box_track_20/train" / f"{clip_id}.json")
+    assert [t for t, _ in track] == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8])  # 5 fps
+    labels = TokenStore(out).clip(clip_id)["labels"]
+    assert [e["frame"] for e in labels] == list(range(FRAMES)), "every 4 fps frame has a tracking frame near it"
+    for entry in labels:
+        assert abs(entry["time_s"] - entry["frame"] / 4) <= 0.125 + 1e-9
+        if entry["source"] == "box_track_20":
+            boxes = dict(track)[entry["time_s"]]
+            assert entry["boxes"] == boxes_to_model_view(boxes, 720, 1280)
+    assert {e["source"] for e in labels} == {"box_track_20", "det_20"}
+    ids = [{b["id"] for b in e["boxes"]} for e in labels if e["boxes"]]
+    assert ids and set.intersection(*ids), "a car keeps its track id from frame to frame"
+    assert json.loads((root / "labels/box_track_20/train" / f"{clip_id}.json").read_text())[1]["frameIndex"] == 1
 
 
 def test_boxes_follow_the_papers_scale_and_centre_crop():

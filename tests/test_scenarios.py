@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -122,6 +123,16 @@ def test_fork_at_the_labelled_frame_makes_it_the_last_seed_frame():
     assert [(m.clip_id, m.fork_frame) for m in matches] == [("x", 6)]
 
 
+def test_fork_at_labelled_prefers_seed_frames_that_all_carry_ground_truth_and_auto_falls_back_to_frame_0():
+    tracked = _info("t", "rainy", 10.0, labelled=[0, 3, 4, 5, 9])  # a tracking-labelled clip (gaps: none there)
+    spec = spec_from_dict({"fork": {"at": "labelled", "seed_frames": 2}})
+    assert [m.fork_frame for m in select([tracked], spec)] == [3]  # frames 3 and 4: both labelled
+    plain = _info("p", "rainy", 10.0)
+    auto = spec_from_dict({"fork": {"at": "auto", "seed_frames": 2}})
+    assert [(m.clip_id, m.fork_frame) for m in select([tracked, plain], auto)] == [("p", 0), ("t", 3)]
+    assert load_spec("night-rain").fork.at == "auto", "the packaged specs fork where labels are"
+
+
 def test_the_query_over_a_token_store_reads_the_stores_attributes(scenario_inputs):
     from openvica_sim.data.store import TokenStore
 
@@ -225,11 +236,13 @@ def test_seed_frames_carry_their_ground_truth_and_generated_frames_none(scenario
     coco = COCO(str(out / ds.LABELS_DIR / "coco.json"))
     images = {i["id"]: i for i in coco.loadImgs(coco.getImgIds())}
     annotations = coco.loadAnns(coco.getAnnIds())
-    in_store = sum(len(entry["boxes"]) for c in TokenStore(scenario_inputs["store"]).clips for entry in c["labels"])
-    assert len(annotations) == in_store > 0  # every box of every labelled frame, once
+    # the tracking labels label every store frame: the first window is labelled on both seed frames
+    in_store = sum(len(entry["boxes"]) for c in TokenStore(scenario_inputs["store"]).clips for entry in c["labels"]
+                   if entry["frame"] < 2)
+    assert len(annotations) == in_store > 0  # every box of every labelled seed frame, once
     for a in annotations:
         assert a["provenance"] == ds.GROUND_TRUTH
-        assert images[a["image_id"]]["frame_index"] == 1 and not images[a["image_id"]]["generated"]
+        assert images[a["image_id"]]["frame_index"] in (0, 1) and not images[a["image_id"]]["generated"]
 
 
 def test_real_bdd100k_categories_reach_coco_as_the_ten_classes_and_ignore_regions(tmp_path, test_bundle):
@@ -240,6 +253,7 @@ def test_real_bdd100k_categories_reach_coco_as_the_ten_classes_and_ignore_region
     from openvica_sim.data.ingest import ingest
 
     write_bdd100k(tmp_path / "bdd", "train", num_videos=3, seconds=2.0, seed=3)  # the third's car is in view
+    shutil.rmtree(tmp_path / "bdd" / "labels" / "box_track_20")  # det_20 alone: its frame is the last seed frame
     labels_file = tmp_path / "bdd" / "labels" / "det_20" / "det_train.json"
     records, names = json.loads(labels_file.read_text()), ["other person", "person", "motor", "trailer", "car"]
     for record in records:  # each synthetic car's box again under the names real det_20 and legacy files hold

@@ -3,6 +3,7 @@
     root/videos/{train,val,test}/<id>.mov                    30 fps, 1280x720
     root/labels/det_20/det_{train,val}.json                  per-image records, image "<id>.jpg"
     root/labels/bdd100k_labels_images_{train,val}.json       legacy name of the same records
+    root/labels/box_track_20/{train,val}/<id>.json           tracking labels: frames at 5 fps, boxes with ids
     root/info/100k/{train,val}/<id>.json                     startTime, locations/gps (~1 Hz), gyro
 
 Ego motion follows docs/design.md "BDD100K ego motion". T is the number of frame times asked for.
@@ -51,15 +52,16 @@ def detection_class(category: str) -> tuple[str | None, bool]:
 
 
 def detection_boxes(labels: list) -> list[dict]:
-    """The boxes of a label record's `labels` in det_20's vocabulary: [{category, box2d[, ignored: True]}] for each
-    label with a box2d and a known category (either layout's names); the rest are dropped."""
+    """The boxes of a label record's `labels` in det_20's vocabulary: [{category, box2d[, ignored: True][, id]}] for
+    each label with a box2d and a known category (either layout's names); the rest are dropped."""
     out = []
     for label in labels or []:
         if not (isinstance(label, dict) and isinstance(label.get("box2d"), dict) and label.get("category")):
             continue
         category, ignored = detection_class(str(label["category"]))
         if category is not None:
-            out.append({"category": category, "box2d": label["box2d"], **({"ignored": True} if ignored else {})})
+            out.append({"category": category, "box2d": label["box2d"], **({"ignored": True} if ignored else {}),
+                        **({"id": str(label["id"])} if label.get("id") is not None else {})})
     return out
 
 
@@ -75,6 +77,7 @@ class BddVideo:
     # the labelled frame's boxes [{category, box2d}] (camera pixels) and its time in the video, when labelled
     labels: list = field(default_factory=list)
     label_time_s: float | None = None
+    track_path: Path | None = None  # its box_track_20 file (`read_track_labels`), when the video has one
 
 
 @dataclass
@@ -109,10 +112,39 @@ def list_videos(root: str | os.PathLike, split: str) -> list[BddVideo]:
             continue
         info_path = info_dir / f"{path.stem}.json"
         record = records.get(path.stem, {})
+        track_path = root / TRACK_DIR / split / f"{path.stem}.json"
         videos.append(BddVideo(path.stem, split, path, info_path if info_path.is_file() else None,
                                dict(record.get("attributes", {})), record.get("labels", []),
-                               record.get("label_time_s")))
+                               record.get("label_time_s"), track_path if track_path.is_file() else None))
     return sorted(videos, key=lambda v: v.id)
+
+
+TRACK_DIR = "labels/box_track_20"
+TRACK_FPS = 5.0  # BDD100K's tracking labels annotate the videos at 5 fps
+
+
+def read_track_labels(path: str | os.PathLike) -> list[tuple[float, list[dict]]]:
+    """A box_track_20 file as [(time in the video, s; `detection_boxes` with their track "id")], by time. Its frames
+    are Scalabel records {"name", "videoName", "frameIndex", "labels"}, frameIndex counting 5 fps frames from 0.
+
+    Raises:
+        ValueError: the file is not JSON or not a list of frame records (named).
+    """
+    path = Path(path)
+    try:
+        frames = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"tracking labels {path} are not valid JSON ({e}); re-extract them from the BDD100K "
+                         f"archive (bdd100k_box_track_20_labels_trainval.zip)") from e
+    if not isinstance(frames, list):
+        raise ValueError(f"tracking labels {path} hold a {type(frames).__name__}, expected a list of frame records")
+    out = []
+    for frame in frames:
+        index = _number(frame.get("frameIndex")) if isinstance(frame, dict) else None
+        if index is None:
+            continue
+        out.append((index / TRACK_FPS, detection_boxes(frame.get("labels"))))
+    return sorted(out, key=lambda x: x[0])
 
 
 def find_labels_file(root: str | os.PathLike, split: str) -> Path | None:

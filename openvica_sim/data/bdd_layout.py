@@ -2,6 +2,7 @@
 
     root/videos/{split}/<id>.mov                 30 fps, 1280x720 H.264
     root/labels/det_20/det_{split}.json          one labelled frame per video, image "<id>.jpg"
+    root/labels/box_track_20/{split}/<id>.json   tracking labels: every car's box with its id, at 5 fps
     root/info/100k/{split}/<id>.json             startTime, endTime, locations and gyro at about 1 Hz
 
 `corrupt` videos are random bytes and `without_info` videos have no info file, as in the real data.
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..video_io import write_video
+from .bdd100k import TRACK_DIR, TRACK_FPS
 from .synthetic import drive_track, random_drive, render_drive
 
 FPS = 30
@@ -40,7 +42,8 @@ def write_bdd100k(root: str | os.PathLike, split: str = "train", num_videos: int
     root = Path(root)
     video_dir, info_dir = root / "videos" / split, root / "info" / "100k" / split
     label_path = root / "labels" / "det_20" / f"det_{split}.json"
-    for folder in (video_dir, info_dir, label_path.parent):
+    track_dir = root / TRACK_DIR / split
+    for folder in (video_dir, info_dir, label_path.parent, track_dir):
         folder.mkdir(parents=True, exist_ok=True)
     num_frames = max(1, int(round(seconds * FPS)))
     ids = [f"synth-{i:04d}-{hashlib.sha1(f'{seed}-{i}'.encode()).hexdigest()[:8]}" for i in range(num_videos)]
@@ -63,6 +66,11 @@ def write_bdd100k(root: str | os.PathLike, split: str = "train", num_videos: int
                        "timestamp": int(round(1000 * labelled / FPS)),
                        "labels": [{"id": str(b["id"]), "category": b["category"], "box2d": b["box2d"]}
                                   for b in clip.boxes[labelled]]})
+        step = int(round(FPS / TRACK_FPS))  # the tracking labels' 5 fps: every 6th video frame
+        (track_dir / f"{video_id}.json").write_text(json.dumps([
+            {"name": f"{video_id}-{k // step + 1:07d}.jpg", "videoName": video_id, "frameIndex": k // step,
+             "labels": [{"id": str(b["id"]), "category": b["category"], "box2d": b["box2d"]} for b in clip.boxes[k]]}
+            for k in range(0, num_frames, step)]))
         if video_id not in no_info:
             start_ms = START_EPOCH_MS + 3_600_000 * (seed * num_videos + i)
             # the GPS log runs to the end of the last frame step: one 30 fps step longer than the frames

@@ -147,15 +147,28 @@ def ingest(bdd_root: str | os.PathLike, split: str, out: str | os.PathLike, bund
 
 
 def _labelled_frames(video, camera_hw: tuple[int, int], num_frames: int, fps: float, size: int) -> list[dict]:
-    """The video's ground-truth boxes as store frames: [{"frame": k, "boxes": [{category, box2d}]}], boxes in the
-    pixels of the model's size x size view (`frames.boxes_to_model_view`), on the store frame nearest the labelled
-    time (BDD100K labels one frame, at 10 s); [] when the video has no label record or that time lies past the clip."""
-    if video.label_time_s is None:  # no label record (a frame labelled with no objects still counts)
-        return []
-    frame = int(round(video.label_time_s * fps))
-    if frame >= num_frames or abs(frame / fps - video.label_time_s) > 0.5 / fps:
-        return []
-    return [{"frame": frame, "boxes": boxes_to_model_view(video.labels, *camera_hw, size=size)}]
+    """The video's ground-truth boxes as store frames: [{"frame": k, "boxes": [{category, box2d[, id]}], "source",
+    "time_s"}], boxes in the pixels of the model's size x size view (`frames.boxes_to_model_view`), by frame.
+
+    Two sources: BDD100K's tracking labels (box_track_20, 5 fps), each store frame taking the nearest tracking
+    frame within half a store frame (at 4 fps every store frame has one, at most 0.1 s away: `time_s` says which);
+    and det_20's one labelled frame (at 10 s), on the store frame nearest its time, which wins where both label a
+    frame. Labels whose time lies past the clip are left out; a frame labelled with no objects still counts."""
+    from .bdd100k import read_track_labels
+
+    def frame_of(time_s: float) -> int | None:
+        frame = int(round(time_s * fps))
+        return frame if frame < num_frames and abs(frame / fps - time_s) <= 0.5 / fps + 1e-9 else None
+
+    entries: dict[int, dict] = {}
+    for time_s, boxes in read_track_labels(video.track_path) if video.track_path else []:
+        frame = frame_of(time_s)
+        if frame is not None and (frame not in entries or
+                                  abs(frame / fps - time_s) < abs(frame / fps - entries[frame]["time_s"])):
+            entries[frame] = {"frame": frame, "boxes": boxes, "source": "box_track_20", "time_s": time_s}
+    if video.label_time_s is not None and (frame := frame_of(video.label_time_s)) is not None:
+        entries[frame] = {"frame": frame, "boxes": video.labels, "source": "det_20", "time_s": video.label_time_s}
+    return [{**e, "boxes": boxes_to_model_view(e["boxes"], *camera_hw, size=size)} for _, e in sorted(entries.items())]
 
 
 @torch.inference_mode()
