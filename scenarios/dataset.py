@@ -11,13 +11,16 @@
         clip.json                this clip's row of clips.parquet, minus the dataset-level fields
         labels.json              ground truth of the seed frames, when the seed source has it (Scalabel frames)
         pseudo/<name>.json       a detector's boxes on every frame (`openvica scenarios test`), Scalabel frames
-    DIR/labels/det.json          every selected clip's frames, BDD100K/Scalabel layout, boxes with provenance
-    DIR/labels/coco.json         the same in COCO (pycocotools loads it)
+    DIR/labels/det.json          every selected clip's frames, BDD100K/Scalabel layout, ground truth only
+    DIR/labels/coco.json         the same in COCO (pycocotools loads it); generated frames: images without boxes
+    DIR/report-<detector>/       a detector's report (`openvica scenarios test`), with its predictions:
+        predictions.coco.json    COCO results [{image_id, category_id, bbox, score}] (`COCO.loadRes`)
+        predictions.json         Scalabel frames with scored boxes
     DIR/review/index.html        contact sheets per slice and per surprise decile, a histogram of surprise
 
-Boxes are in the pixels of the frames as stored (256 x 256, the model's view) and carry their provenance:
-"seed-ground-truth" (transferred from the seed frame's own labels, on that frame only) or "pseudo:<detector>"
-with its score. A generated frame never carries a box presented as ground truth (docs/design.md "Scenarios").
+Boxes are in the pixels of the frames as stored (256 x 256, the model's view). Ground truth ("seed-ground-truth":
+the seed frames' own labels) and a detector's predictions ("pseudo:<detector>", scored) never share a file; a
+generated frame never carries a box presented as ground truth (docs/design.md "Scenarios").
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ SPEC_FILE = "spec.yaml"
 CLIPS_TABLE = "clips.parquet"
 CLIPS_DIR = "clips"
 LABELS_DIR = "labels"
+PREDICTIONS_COCO, PREDICTIONS_SCALABEL = "predictions.coco.json", "predictions.json"  # in a detector's report
 REVIEW_DIR = "review"
 CLIP_FILE = "clip.json"
 SEED_LABELS_FILE = "labels.json"
@@ -185,32 +189,51 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_label_exports(root: str | os.PathLike, clips: list[dict], frame_size: int) -> dict:
-    """Rebuild labels/det.json (BDD100K/Scalabel) and labels/coco.json from the clip folders of `clips` (rows of
-    clips.parquet): every frame of every clip, with the seed frames' ground truth and every detector's pseudo-labels
-    found in the clip folders. Categories in either BDD100K layout's names are mapped to the ten classes (its
-    ignored classes become iscrowd regions); boxes of other names are left out and counted. Returns {"frames",
-    "boxes", "skipped_boxes": {category: count}}.
+def image_ids(rows: list[dict]) -> dict[tuple[str, int], int]:
+    """COCO image ids, from 1, of every frame of every clip of `rows` (all of clips.parquet, in clip id order): the
+    same ids in labels/coco.json and in every detector's results file, whichever clips each lists."""
+    ids, next_id = {}, 1
+    for row in sorted(rows, key=lambda r: r["clip_id"]):
+        for i in range(row["num_frames"]):
+            ids[(row["clip_id"], i)] = next_id
+            next_id += 1
+    return ids
+
+
+def coco_categories() -> list[dict]:
+    return [{"id": i + 1, "name": c, "supercategory": "bdd100k"} for i, c in enumerate(CATEGORIES)]
+
+
+def frame_file(clip_id: str, index: int) -> str:
+    """A frame's path relative to the dataset folder, as the exports name it."""
+    return f"{CLIPS_DIR}/{clip_id}/frames/{frame_name(index)}"
+
+
+def write_label_exports(root: str | os.PathLike, rows: list[dict], frame_size: int) -> dict:
+    """Rebuild labels/det.json (BDD100K/Scalabel) and labels/coco.json: every frame of the selected clips of `rows`
+    (all of clips.parquet) as an image, and the ground truth of the seed frames that have it, nothing else.
+    Generated frames are images with `generated: true` and no annotations: not negatives, unlabelled. A detector's
+    predictions go to its own results files (`write_predictions`), never here. Categories in either BDD100K
+    layout's names are mapped to the ten classes (its ignored classes become iscrowd regions); boxes of other
+    names are left out and counted. Returns {"frames", "boxes", "skipped_boxes": {category: count}}.
     """
     root = Path(root)
+    ids = image_ids(rows)
     scalabel, images, annotations = [], [], []
     label_id, skipped = 0, {}
-    for clip in clips:
-        folder = clip_dir(root, clip["clip_id"])
-        per_frame = read_frame_labels(folder / SEED_LABELS_FILE)
-        pseudo_dir = folder / PSEUDO_DIR
-        for pseudo in sorted(pseudo_dir.glob("*.json")) if pseudo_dir.is_dir() else []:
-            for i, boxes in read_frame_labels(pseudo).items():
-                per_frame.setdefault(i, []).extend(boxes)
+    for clip in sorted((r for r in rows if r["selected"]), key=lambda r: r["clip_id"]):
+        per_frame = read_frame_labels(clip_dir(root, clip["clip_id"]) / SEED_LABELS_FILE)
         attributes = {k: clip[k] for k in SLICE_KEYS}
         for i in range(clip["num_frames"]):
-            name = f"{CLIPS_DIR}/{clip['clip_id']}/frames/{frame_name(i)}"
-            image_id = len(images) + 1
+            name, image_id = frame_file(clip["clip_id"], i), ids[(clip["clip_id"], i)]
+            generated = i >= clip["num_seed_frames"]
             images.append({"id": image_id, "file_name": name, "width": frame_size, "height": frame_size,
-                           "video_name": clip["clip_id"], "frame_index": i,
-                           "generated": i >= clip["num_seed_frames"]})
+                           "video_name": clip["clip_id"], "frame_index": i, "generated": generated,
+                           "labelled": not generated and i in per_frame, **attributes})
             labels = []
-            for b in per_frame.get(i, []):
+            for b in per_frame.get(i, []) if not generated else []:
+                if b.get("provenance", GROUND_TRUTH) != GROUND_TRUTH:
+                    continue  # pseudo-labels of datasets written before predictions were kept apart
                 # either BDD100K layout's names (stores ingested before the mapping keep the raw ones); a name
                 # outside both is counted, never a crash after the whole generation
                 category, ignored = detection_class(str(b["category"]))
@@ -219,19 +242,41 @@ def write_label_exports(root: str | os.PathLike, clips: list[dict], frame_size: 
                     continue
                 ignored = ignored or bool(b.get("ignored"))
                 label_id += 1
-                labels.append({"id": str(label_id), **{k: v for k, v in b.items() if k != "ignored"}, "category": category,
-                               **({"attributes": {"ignored": True}} if ignored else {})})
+                labels.append({"id": str(label_id), "category": category, "box2d": b["box2d"],
+                               "provenance": GROUND_TRUTH, **({"attributes": {"ignored": True}} if ignored else {})})
                 x1, y1, x2, y2 = (b["box2d"][k] for k in ("x1", "y1", "x2", "y2"))
                 annotations.append({"id": label_id, "image_id": image_id,
                                     "category_id": CATEGORIES.index(category) + 1,
                                     "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
-                                    "iscrowd": int(ignored), "score": b.get("score", 1.0),
-                                    "provenance": b["provenance"]})
+                                    "iscrowd": int(ignored), "provenance": GROUND_TRUTH})
             scalabel.append({"name": name, "videoName": clip["clip_id"], "frameIndex": i,
-                             "attributes": attributes, "labels": labels})
-    coco = {"info": {"description": "openvica-sim scenario dataset", "frame_size": frame_size},
-            "images": images, "annotations": annotations,
-            "categories": [{"id": i + 1, "name": c, "supercategory": "bdd100k"} for i, c in enumerate(CATEGORIES)]}
+                             "attributes": {**attributes, "generated": generated}, "labels": labels})
+    coco = {"info": {"description": "openvica-sim scenario dataset: ground truth of the seed frames only",
+                     "frame_size": frame_size},
+            "images": images, "annotations": annotations, "categories": coco_categories()}
     atomic_write_text(root / LABELS_DIR / "det.json", json.dumps(scalabel))
     atomic_write_text(root / LABELS_DIR / "coco.json", json.dumps(coco))
     return {"frames": len(images), "boxes": len(annotations), "skipped_boxes": skipped}
+
+
+def write_predictions(folder: str | os.PathLike, rows: list[dict], all_rows: list[dict],
+                      predictions: dict[str, list[list[dict]]]) -> dict:
+    """A detector's boxes as the files tools read, in `folder` (its report): predictions.coco.json, a COCO results
+    list [{image_id, category_id, bbox, score}] over labels/coco.json's image ids (`COCO.loadRes`), and
+    predictions.json, Scalabel frames with scored labels. `predictions`: {clip id: per frame [box]} of the tested
+    clips `rows`; `all_rows`: every clip of the dataset (the ids). Returns {"frames", "boxes"}."""
+    folder = Path(folder)
+    ids = image_ids(all_rows)
+    results, frames = [], []
+    for row in sorted(rows, key=lambda r: r["clip_id"]):
+        for i, boxes in enumerate(predictions[row["clip_id"]]):
+            for b in boxes:
+                x1, y1, x2, y2 = (b["box2d"][k] for k in ("x1", "y1", "x2", "y2"))
+                results.append({"image_id": ids[(row["clip_id"], i)], "category_id": CATEGORIES.index(b["category"]) + 1,
+                                "bbox": [x1, y1, x2 - x1, y2 - y1], "score": b["score"]})
+            frames.append({"name": frame_file(row["clip_id"], i), "videoName": row["clip_id"], "frameIndex": i,
+                           "labels": [{"id": str(k), "category": b["category"], "box2d": b["box2d"],
+                                       "score": b["score"]} for k, b in enumerate(boxes)]})
+    atomic_write_text(folder / PREDICTIONS_COCO, json.dumps(results))
+    atomic_write_text(folder / PREDICTIONS_SCALABEL, json.dumps(frames))
+    return {"frames": len(frames), "boxes": len(results)}

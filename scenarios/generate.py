@@ -394,7 +394,7 @@ def finalize(out: Path, spec: Spec, rows: list[dict], frame_size: int) -> dict:
     rows = dataset_fields(rows, spec, out)
     write_clips_table(out, rows)
     selected = [r for r in rows if r["selected"]]
-    label_counts = ds.write_label_exports(out, selected, frame_size) if spec.export.labels else {}
+    label_counts = ds.write_label_exports(out, rows, frame_size) if spec.export.labels else {}
     write_review(out, rows, spec)
     return {"selected": len(selected), "flagged": sum(r["status"] != "ok" for r in rows), "labels": label_counts}
 

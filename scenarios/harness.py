@@ -6,8 +6,9 @@
 A detector is any callable `detect(frames: uint8 (B, H, W, 3)) -> list (per frame) of lists of {"category": str,
 "box2d": {"x1", "y1", "x2", "y2"}, "score": float}` (docs/design.md "Scenarios"), named as "module:function" or
 "path/to/file.py:function". It runs batched over every frame of the dataset's selected clips; its boxes become
-pseudo-labels in each clip folder (pseudo/<name>.json, provenance "pseudo:<name>", with scores), labels/det.json and
-labels/coco.json are rebuilt, and the report folder gets metrics.json, report.md and PNG plots.
+pseudo-labels in each clip folder (pseudo/<name>.json, provenance "pseudo:<name>", with scores), and the report
+folder gets them as predictions.coco.json (COCO results over labels/coco.json's image ids: `COCO.loadRes`) and
+predictions.json (Scalabel), with metrics.json, report.md and PNG plots. labels/ keeps the ground truth alone.
 
 Every metric is a ratio of counts summed over clips (`ClipCounts`, `METRICS`), so the same definition gives the
 overall number and each slice (weather, time of day, scene, surprise decile). Boxes are matched greedily by IoU,
@@ -35,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from .dataset import (CATEGORIES, GROUND_TRUTH, PSEUDO_DIR, SLICE_KEYS, ScenarioDataset, atomic_write_text, box,
-                      clip_dir, safe_name, write_frame_labels, write_label_exports)
+                      clip_dir, safe_name, write_frame_labels, write_predictions)
 
 EXAMPLE_DETECTOR = "openvica_sim.scenarios.examples.color_detector:detect"
 SLICES = (*SLICE_KEYS, "surprise_decile")  # clips.parquet columns the metrics are sliced by
@@ -206,10 +207,7 @@ def run_test(dataset_dir: str | os.PathLike, detector: str | Callable, out: str 
     for row in rows:
         write_frame_labels(clip_dir(dataset.path, row["clip_id"]) / PSEUDO_DIR / f"{safe_name(name)}.json",
                            dict(enumerate(labels[row["clip_id"]])))
-    # labels/ holds the selected clips, as the generator writes it; with --all the other clips' pseudo-labels
-    # stay in their clip folders only
-    write_label_exports(dataset.path, [r for r in dataset.clips if r["selected"]],
-                        int(dataset.manifest.get("frame_size", 256)))
+    write_predictions(out, rows, dataset.clips, labels)  # apart from labels/, which holds ground truth only
 
     clips = [ClipDetections(row, [[b for b in frame if b["score"] >= settings.min_score]
                                   for frame in labels[row["clip_id"]]]) for row in rows]
@@ -672,7 +670,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "test", help="run your detector over a scenario dataset and report how it behaves",
         description="Run a detector over every frame of the dataset's selected clips, store its boxes as "
-        "pseudo-labels (clips/<id>/pseudo/<name>.json; labels/det.json and labels/coco.json are rebuilt with them) "
+        "pseudo-labels (clips/<id>/pseudo/<name>.json, and REPORT/predictions.coco.json, COCO results over "
+        "labels/coco.json's image ids, and REPORT/predictions.json, Scalabel) "
         "and write a report: metrics.json, report.md and plots of detections per frame (seed vs generated), "
         "temporal consistency, class flips, agreement between branches of one fork, and recall against the seed "
         "frames' ground truth, each sliced by weather, time of day, scene and surprise decile.",

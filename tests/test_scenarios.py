@@ -217,7 +217,7 @@ def test_the_dataset_reads_with_pyarrow_pycocotools_and_the_bdd100k_layout(datas
     assert len(coco.getImgIds()) == 4 * 5 and len(coco.loadCats(coco.getCatIds())) == len(ds.CATEGORIES)
     det = json.loads((out / ds.LABELS_DIR / "det.json").read_text())
     assert {"name", "videoName", "frameIndex", "attributes", "labels"} <= set(det[0])
-    assert set(det[0]["attributes"]) == set(ds.SLICE_KEYS)
+    assert set(det[0]["attributes"]) == {*ds.SLICE_KEYS, "generated"}
     manifest = json.loads((out / ds.MANIFEST).read_text())
     assert manifest["status"] == "complete" and manifest["spec_hash"] == load_spec("night-rain", TINY).hash
     assert set(manifest["bundle"]["hashes"]) == {"tokenizer", "world_model", "video_decoder"}

@@ -25,7 +25,8 @@ import torch
 
 from openvica_sim.scenarios import harness
 from openvica_sim.scenarios.dataset import (CLIPS_TABLE, COLUMNS, GROUND_TRUTH, MANIFEST, ScenarioDataset, box,
-                                            clip_dir, frame_name, safe_name, write_frame_labels)
+                                            clip_dir, frame_name, safe_name, write_frame_labels,
+                                            write_label_exports)
 from openvica_sim.video_io import write_image
 
 SIZE = 64
@@ -97,6 +98,7 @@ def make_dataset(root, scenes=SCENES, ground_truth=SEED_GROUND_TRUTH):
             write_frame_labels(folder / "labels.json", ground_truth[clip_id])
     pq.write_table(pa.Table.from_pylist(rows), root / CLIPS_TABLE)
     (root / MANIFEST).write_text(json.dumps({"frame_size": image.shape[1], "spec_hash": "hand-made"}))
+    write_label_exports(root, rows, image.shape[1])  # as the generator's finalize does
     return root
 
 
@@ -258,31 +260,72 @@ def test_a_torchvision_style_model_scores_like_the_same_detector_as_a_function(d
     assert m["overall"] == tested[1]["overall"] and m["counts"] == tested[1]["counts"]
 
 
-def test_coco_export_loads_with_pycocotools_and_carries_pseudo_labels_with_provenance_and_score(tested):
+def test_coco_export_holds_ground_truth_only_and_the_predictions_load_as_its_results(tested):
     from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
 
     root, m = tested
     coco = COCO(str(root / "labels" / "coco.json"))
     assert len(coco.getImgIds()) == 15  # the selected clips' frames
-    pseudo = [a for a in coco.loadAnns(coco.getAnnIds()) if a["provenance"] == f"pseudo:{m['detector']}"]
-    assert len(pseudo) == 21
-    assert sorted({a["score"] for a in pseudo}) == [0.7, 0.8, 0.9]
-    truck = [a for a in pseudo if a["category_id"] == coco.getCatIds(catNms=["truck"])[0]]
-    assert len(truck) == 2 and all(coco.imgs[a["image_id"]]["generated"] for a in truck)
+    annotations = coco.loadAnns(coco.getAnnIds())
+    assert len(annotations) == 5 and all(a["provenance"] == GROUND_TRUTH for a in annotations)  # not the pseudo one
+    assert not any(coco.imgs[a["image_id"]]["generated"] for a in annotations)
     assert all((root / coco.imgs[i]["file_name"]).is_file() for i in coco.getImgIds())
+    results = json.loads((Path(m["report"]) / "predictions.coco.json").read_text())
+    assert len(results) == 21 and sorted({r["score"] for r in results}) == [0.7, 0.8, 0.9]
+    assert set(results[0]) == {"image_id", "category_id", "bbox", "score"}
+    predicted = coco.loadRes(results)  # the ids agree with labels/coco.json's
+    truck = predicted.getAnnIds(catIds=coco.getCatIds(catNms=["truck"]))
+    assert len(truck) == 2 and all(coco.imgs[predicted.anns[a]["image_id"]]["generated"] for a in truck)
+    evaluation = COCOeval(coco, predicted, "bbox")
+    evaluation.params.imgIds = [i for i in coco.getImgIds() if coco.imgs[i]["labelled"]]
+    evaluation.evaluate()
+    evaluation.accumulate()
+    assert len(evaluation.params.imgIds) == 4  # the seed frames with ground truth
 
 
-def test_det_json_has_the_bdd100k_scalabel_layout(tested):
+def test_cocoeval_on_the_exports_gives_ap_1_for_the_ground_truth_and_less_for_known_misses(tested):
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    root, _ = tested
+    coco = COCO(str(root / "labels" / "coco.json"))
+    truth = coco.loadAnns(coco.getAnnIds())
+    car = coco.getCatIds(catNms=["car"])[0]
+
+    def ap(results):
+        evaluation = COCOeval(coco, coco.loadRes(results), "bbox")
+        evaluation.params.imgIds = [i for i in coco.getImgIds() if coco.imgs[i]["labelled"]]
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+        return evaluation.stats[0]  # AP at IoU .50:.95
+
+    perfect = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
+               for a in truth]
+    assert ap(perfect) == pytest.approx(1.0)
+    cars = [a for a in truth if a["category_id"] == car]
+    assert len(cars) == 3 and {coco.loadCats(a["category_id"])[0]["name"] for a in truth} == {"car", "pedestrian", "truck"}
+    missed = [r for r in perfect if r is not perfect[truth.index(cars[0])]]
+    # car: recall 2/3 at precision 1, so 67 of COCO's 101 recall points; pedestrian and truck: AP 1
+    assert ap(missed) == pytest.approx((67 / 101 + 1 + 1) / 3)
+
+
+def test_det_json_has_the_bdd100k_scalabel_layout_and_the_predictions_their_own_file(tested):
     root, m = tested
     frames = json.loads((root / "labels" / "det.json").read_text())
     assert len(frames) == 15
     frame = next(f for f in frames if f["videoName"] == "p0-f0-b1" and f["frameIndex"] == 3)
     assert frame["name"] == "clips/p0-f0-b1/frames/000003.jpg"
-    assert frame["attributes"] == {"weather": "rainy", "timeofday": "daytime", "scene": "highway"}
+    assert frame["attributes"] == {"weather": "rainy", "timeofday": "daytime", "scene": "highway", "generated": True}
+    assert frame["labels"] == []  # a generated frame: unlabelled, not a negative
+    seed = next(f for f in frames if f["videoName"] == "p0-f0-b1" and f["frameIndex"] == 1)
+    assert [(b["category"], set(b)) for b in seed["labels"]] == [("truck", {"id", "category", "box2d", "provenance"})]
+    predictions = json.loads((Path(m["report"]) / "predictions.json").read_text())
+    frame = next(f for f in predictions if f["videoName"] == "p0-f0-b1" and f["frameIndex"] == 3)
     assert sorted(b["category"] for b in frame["labels"]) == ["car", "pedestrian"]
     for label in frame["labels"]:
-        assert set(label) == {"id", "category", "box2d", "score", "provenance"}
-        assert set(label["box2d"]) == {"x1", "y1", "x2", "y2"}
+        assert set(label) == {"id", "category", "box2d", "score"} and set(label["box2d"]) == {"x1", "y1", "x2", "y2"}
 
 
 def test_report_folder_holds_metrics_report_and_plots(tested):
