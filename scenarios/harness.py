@@ -35,8 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import (CATEGORIES, GROUND_TRUTH, PSEUDO_DIR, SLICE_KEYS, ScenarioDataset, atomic_write_text, box,
-                      clip_dir, safe_name, write_frame_labels, write_predictions)
+from .dataset import (CATEGORIES, GROUND_TRUTH, PREDICTIONS_COCO, PSEUDO_DIR, SLICE_KEYS, ScenarioDataset,
+                      atomic_write_text, box, clip_dir, safe_name, write_frame_labels, write_predictions)
+from .scoring import coco_scores, real_vs_generated
 
 EXAMPLE_DETECTOR = "openvica_sim.scenarios.examples.color_detector:detect"
 SLICES = (*SLICE_KEYS, "surprise_decile")  # clips.parquet columns the metrics are sliced by
@@ -207,11 +208,15 @@ def run_test(dataset_dir: str | os.PathLike, detector: str | Callable, out: str 
     for row in rows:
         write_frame_labels(clip_dir(dataset.path, row["clip_id"]) / PSEUDO_DIR / f"{safe_name(name)}.json",
                            dict(enumerate(labels[row["clip_id"]])))
+    kept = {clip_id: [[b for b in frame if b["score"] >= settings.min_score] for frame in frames]
+            for clip_id, frames in labels.items()}
     write_predictions(out, rows, dataset.clips, labels)  # apart from labels/, which holds ground truth only
-
-    clips = [ClipDetections(row, [[b for b in frame if b["score"] >= settings.min_score]
-                                  for frame in labels[row["clip_id"]]]) for row in rows]
+    clips = [ClipDetections(row, kept[row["clip_id"]]) for row in rows]
     metrics = compute_metrics(dataset, clips, settings)
+    results = json.loads((out / PREDICTIONS_COCO).read_text())
+    metrics["coco"] = coco_scores(dataset.path, rows, dataset.clips,
+                                  [r for r in results if r["score"] >= settings.min_score], SLICES)
+    metrics["real_vs_generated"] = real_vs_generated(clips, SLICES)
     metrics = {"detector": name, "dataset": str(dataset.path), "report": str(out),
                "settings": dataclasses.asdict(settings), **metrics}
     write_report(out, metrics, clips)
@@ -549,6 +554,7 @@ def _report_markdown(m: dict) -> str:
               f"![{PLOTS['detections_per_frame']}](detections_per_frame.png)", "",
               "Real seed frames against the world model's frames: a detector that finds far fewer (or far more) "
               "boxes on generated frames sees them differently, whatever the cause.", ""]
+    lines += _coco_markdown(m.get("coco"), m.get("real_vs_generated"))
     columns = ["clips", "frames", *METRICS]
     for key in m["slices"]:
         lines += [f"## By {SLICE_TITLES[key]}", "",
@@ -563,6 +569,41 @@ def _report_markdown(m: dict) -> str:
         if name != "detections_per_frame":  # shown above
             lines += [f"![{caption}]({name}.png)", "", f"*{caption}.*", ""]
     return "\n".join(lines)
+
+
+def _coco_markdown(coco: dict | None, gap: dict | None) -> list[str]:
+    """report.md's AP tables (COCOeval on the labelled seed frames) and the real-vs-generated gap, per slice."""
+    if coco is None:
+        return []
+    lines = ["## COCO AP on the labelled seed frames", "",
+             "pycocotools' COCOeval of `predictions.coco.json` against `labels/coco.json` on the seed frames that "
+             "carry ground truth (generated frames are unlabelled: never scored as negatives). AP: IoU .50:.95; "
+             "AR100: recall at 100 detections. `n/a`: no ground truth there.", ""]
+    overall = coco["overall"]
+    if overall is None:
+        return lines + ["No tested frame carries ground truth: nothing to score.", ""]
+    lines += ["| class | boxes | AP | AP50 |", "|---|---|---|---|"]
+    lines += [f"| all | {sum(c['boxes'] for c in overall['per_class'].values())} | {_fmt(overall['AP'])} | "
+              f"{_fmt(overall['AP50'])} |"]
+    lines += [f"| {name} | {c['boxes']} | {_fmt(c['AP'])} | {_fmt(c['AP50'])} |"
+              for name, c in sorted(overall["per_class"].items())]
+    lines.append("")
+    for key, groups in coco["slices"].items():
+        lines += [f"| {SLICE_TITLES[key]} | labelled frames | AP | AP50 | AR100 | detections / frame, real | "
+                  "generated | score, real | generated | count distance | score distance |", "|---" * 11 + "|"]
+        for value in sorted(groups, key=_slice_order):
+            a, g = groups[value], (gap or {}).get("slices", {}).get(key, {}).get(value, {})
+            lines.append(f"| {value} | {a['images'] if a else 0} | {_fmt(a and a['AP'])} | {_fmt(a and a['AP50'])} "
+                         f"| {_fmt(a and a['AR100'])} | {_fmt(g.get('detections_per_frame_real'), 2)} | "
+                         f"{_fmt(g.get('detections_per_frame_generated'), 2)} | {_fmt(g.get('mean_score_real'))} | "
+                         f"{_fmt(g.get('mean_score_generated'))} | {_fmt(g.get('count_distance'), 2)} | "
+                         f"{_fmt(g.get('score_distance'))} |")
+        lines.append("")
+    lines += ["The real-vs-generated columns compare the detector on a slice's real seed frames and on its generated "
+              "frames (distances: 1-D Wasserstein of detections per frame and of scores): where they are small, the "
+              "slice's generated frames look to this detector like real ones, and its numbers there can be read "
+              "as numbers about such scenes.", ""]
+    return lines
 
 
 def _plot_all(out: Path, m: dict, clips: list[ClipDetections]) -> None:

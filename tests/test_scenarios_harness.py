@@ -311,6 +311,51 @@ def test_cocoeval_on_the_exports_gives_ap_1_for_the_ground_truth_and_less_for_kn
     assert ap(missed) == pytest.approx((67 / 101 + 1 + 1) / 3)
 
 
+def test_the_report_gives_cocoeval_ap_per_class_and_slice_on_the_labelled_seed_frames(tested):
+    _, m = tested
+    overall = m["coco"]["overall"]
+    # labelled frames: p0-f0-b0 frames 0-1 and p0-f0-b1 frames 0-1 (rainy); the detector finds the 3 cars (and a
+    # car where the truth is a truck: a false positive ranked last), never the pedestrian or the truck
+    assert overall["images"] == 4 and overall["AP50"] == pytest.approx(1 / 3)
+    assert {k: (v["AP50"], v["boxes"]) for k, v in overall["per_class"].items()} == {
+        "car": (pytest.approx(1.0), 3), "pedestrian": (0.0, 1), "truck": (0.0, 1)}
+    assert m["coco"]["slices"]["weather"]["rainy"] == overall and m["coco"]["slices"]["weather"]["clear"] is None
+
+
+def test_scoring_ground_truth_itself_gives_ap_1_and_a_missed_car_the_hand_computed_ap(tested):
+    from pycocotools.coco import COCO
+
+    from openvica_sim.scenarios.scoring import coco_scores
+
+    root, _ = tested
+    dataset = ScenarioDataset(root)
+    truth = COCO(str(root / "labels" / "coco.json")).dataset["annotations"]
+    perfect = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
+               for a in truth]
+    rows = [r for r in dataset.clips if r["selected"]]
+    scores = coco_scores(root, rows, dataset.clips, perfect, ("weather",))
+    assert scores["overall"]["AP"] == pytest.approx(1.0) and scores["overall"]["AR100"] == pytest.approx(1.0)
+    car = next(a for a in truth if a["category_id"] == 3)
+    missed = coco_scores(root, rows, dataset.clips, [r for r, a in zip(perfect, truth) if a is not car], ("weather",))
+    assert missed["overall"]["per_class"]["car"]["AP"] == pytest.approx(67 / 101)  # recall 2/3 at precision 1
+    assert missed["overall"]["AP"] == pytest.approx((67 / 101 + 1 + 1) / 3)
+    assert coco_scores(root, rows, dataset.clips, [], ())["overall"]["AP"] == 0.0  # no detections at all
+
+
+def test_the_real_vs_generated_gap_compares_the_detector_on_seed_and_generated_frames(tested):
+    from openvica_sim.scenarios.scoring import wasserstein_1d
+
+    _, m = tested
+    gap, c = m["real_vs_generated"]["overall"], m["counts"]
+    assert gap["real_frames"] == c["seed_frames"] and gap["generated_frames"] == c["generated_frames"]
+    assert gap["detections_per_frame_real"] == pytest.approx(c["seed_detections"] / c["seed_frames"])
+    assert gap["detections_per_frame_generated"] == pytest.approx(c["generated_detections"] / c["generated_frames"])
+    assert gap["count_distance"] >= 0 and set(m["real_vs_generated"]["slices"]) == set(m["slices"])
+    assert wasserstein_1d([0, 1], [1, 2]) == pytest.approx(1.0) and wasserstein_1d([0], [0, 0]) == 0.0
+    assert wasserstein_1d([0, 0, 0, 4], [0]) == pytest.approx(1.0) and wasserstein_1d([], [1]) is None
+    assert "## COCO AP on the labelled seed frames" in (Path(m["report"]) / "report.md").read_text()
+
+
 def test_det_json_has_the_bdd100k_scalabel_layout_and_the_predictions_their_own_file(tested):
     root, m = tested
     frames = json.loads((root / "labels" / "det.json").read_text())
