@@ -200,6 +200,17 @@ def image_ids(rows: list[dict]) -> dict[tuple[str, int], int]:
     return ids
 
 
+def seed_owners(rows: list[dict]) -> dict[tuple[str, int], str]:
+    """(parent clip, fork frame) -> the clip id, among `rows`, of its lowest branch: the one whose seed frames stand
+    for every branch of that fork (they are the same real frames) in the exports and in the recall counts."""
+    owners: dict[tuple[str, int], dict] = {}
+    for row in rows:
+        key = (row["parent_clip_id"], row["fork_frame"])
+        if key not in owners or (row["branch"], row["clip_id"]) < (owners[key]["branch"], owners[key]["clip_id"]):
+            owners[key] = row
+    return {key: row["clip_id"] for key, row in owners.items()}
+
+
 def coco_categories() -> list[dict]:
     return [{"id": i + 1, "name": c, "supercategory": "bdd100k"} for i, c in enumerate(CATEGORIES)]
 
@@ -212,7 +223,9 @@ def frame_file(clip_id: str, index: int) -> str:
 def write_label_exports(root: str | os.PathLike, rows: list[dict], frame_size: int) -> dict:
     """Rebuild labels/det.json (BDD100K/Scalabel) and labels/coco.json: every frame of the selected clips of `rows`
     (all of clips.parquet) as an image, and the ground truth of the seed frames that have it, nothing else.
-    Generated frames are images with `generated: true` and no annotations: not negatives, unlabelled. A detector's
+    Generated frames are images with `generated: true` and no annotations: not negatives, unlabelled. The branches
+    of one fork share their seed frames: only its lowest selected branch (`seed_owners`) carries their ground truth,
+    the others' seed frames are images `same_as` that one's, unlabelled, so no real box counts twice. A detector's
     predictions go to its own results files (`write_predictions`), never here. Categories in either BDD100K
     layout's names are mapped to the ten classes (its ignored classes become iscrowd regions); boxes of other
     names are left out and counted. Returns {"frames", "boxes", "skipped_boxes": {category: count}}.
@@ -221,15 +234,20 @@ def write_label_exports(root: str | os.PathLike, rows: list[dict], frame_size: i
     ids = image_ids(rows)
     scalabel, images, annotations = [], [], []
     label_id, skipped = 0, {}
-    for clip in sorted((r for r in rows if r["selected"]), key=lambda r: r["clip_id"]):
-        per_frame = read_frame_labels(clip_dir(root, clip["clip_id"]) / SEED_LABELS_FILE)
+    selected = [r for r in rows if r["selected"]]
+    owners = seed_owners(selected)
+    for clip in sorted(selected, key=lambda r: r["clip_id"]):
+        owner = owners[(clip["parent_clip_id"], clip["fork_frame"])]
+        per_frame = read_frame_labels(clip_dir(root, clip["clip_id"]) / SEED_LABELS_FILE) if owner == clip[
+            "clip_id"] else {}  # the fork's other branches share these real frames: their truth counts once
         attributes = {k: clip[k] for k in SLICE_KEYS}
         for i in range(clip["num_frames"]):
             name, image_id = frame_file(clip["clip_id"], i), ids[(clip["clip_id"], i)]
             generated = i >= clip["num_seed_frames"]
+            same = {} if generated or owner == clip["clip_id"] else {"same_as": ids[(owner, i)]}
             images.append({"id": image_id, "file_name": name, "width": frame_size, "height": frame_size,
                            "video_name": clip["clip_id"], "frame_index": i, "generated": generated,
-                           "labelled": not generated and i in per_frame, **attributes})
+                           "labelled": not generated and i in per_frame, **same, **attributes})
             labels = []
             for b in per_frame.get(i, []) if not generated else []:
                 if b.get("provenance", GROUND_TRUTH) != GROUND_TRUTH:
@@ -250,7 +268,9 @@ def write_label_exports(root: str | os.PathLike, rows: list[dict], frame_size: i
                                     "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
                                     "iscrowd": int(ignored), "provenance": GROUND_TRUTH})
             scalabel.append({"name": name, "videoName": clip["clip_id"], "frameIndex": i,
-                             "attributes": {**attributes, "generated": generated}, "labels": labels})
+                             "attributes": {**attributes, "generated": generated,
+                                            **({"same_as": frame_file(owner, i)} if same else {})},
+                             "labels": labels})
     coco = {"info": {"description": "openvica-sim scenario dataset: ground truth of the seed frames only",
                      "frame_size": frame_size},
             "images": images, "annotations": annotations, "categories": coco_categories()}

@@ -36,7 +36,8 @@ from pathlib import Path
 import numpy as np
 
 from .dataset import (CATEGORIES, GROUND_TRUTH, PREDICTIONS_COCO, PSEUDO_DIR, SLICE_KEYS, ScenarioDataset,
-                      atomic_write_text, box, clip_dir, safe_name, write_frame_labels, write_predictions)
+                      atomic_write_text, box, clip_dir, safe_name, seed_owners, write_frame_labels,
+                      write_predictions)
 from .scoring import coco_scores, real_vs_generated
 
 EXAMPLE_DETECTOR = "openvica_sim.scenarios.examples.color_detector:detect"
@@ -353,7 +354,9 @@ def detect_clips(dataset: ScenarioDataset, rows: list[dict], detect: Callable, n
 def compute_metrics(dataset: ScenarioDataset, clips: list[ClipDetections], settings: HarnessSettings) -> dict:
     """Every metric of `METRICS` over all clips and per slice, detections per frame index, and the branches'
     agreement per generated frame (for the plot)."""
-    counts = {c.row["clip_id"]: _clip_counts(dataset, c, settings.iou_threshold) for c in clips}
+    owners = set(seed_owners([c.row for c in clips]).values())  # a fork's real seed frames count once
+    counts = {c.row["clip_id"]: _clip_counts(dataset, c, settings.iou_threshold, c.row["clip_id"] in owners)
+              for c in clips}
     agreement_curve = _add_branch_agreement(clips, counts, settings)
     total = sum(counts.values(), ClipCounts())
     slices = {}
@@ -421,7 +424,8 @@ def _rows_to_test(dataset: ScenarioDataset, include_unselected: bool) -> list[di
     return rows
 
 
-def _clip_counts(dataset: ScenarioDataset, clip: ClipDetections, iou_threshold: float) -> ClipCounts:
+def _clip_counts(dataset: ScenarioDataset, clip: ClipDetections, iou_threshold: float,
+                 owns_seed_frames: bool = True) -> ClipCounts:
     """Everything but the branch agreement, which needs the clip's siblings (`_add_branch_agreement`)."""
     T = clip.row["num_seed_frames"]
     n = [len(b) for b in clip.boxes]
@@ -433,7 +437,7 @@ def _clip_counts(dataset: ScenarioDataset, clip: ClipDetections, iou_threshold: 
         c.unmatched_detections += n[i] - len(pairs)
         c.matched_pairs += len(pairs)
         c.class_flips += sum(clip.categories[i - 1][p] != clip.categories[i][q] for p, q in pairs)
-    for i, truth in dataset.seed_labels(clip.row["clip_id"]).items():
+    for i, truth in dataset.seed_labels(clip.row["clip_id"]).items() if owns_seed_frames else ():
         if i >= min(T, len(n)):
             continue  # ground truth exists for seed frames only (docs/design.md "Scenarios")
         truth = [b for b in truth if b.get("provenance") == GROUND_TRUTH and not b.get("ignored")]  # no regions
