@@ -274,6 +274,46 @@ def test_real_bdd100k_categories_reach_coco_as_the_ten_classes_and_ignore_region
         ("pedestrian", 1), ("pedestrian", 0), ("motorcycle", 0), ("truck", 1), ("car", 0)}  # ignored: iscrowd
 
 
+@pytest.mark.parametrize("layout", ["det_20", "legacy"])
+def test_a_bdd100k_tree_with_every_category_goes_through_ingest_generate_and_a_detector_test(
+        tmp_path, test_bundle, layout):
+    from openvica_sim.bundle import save_bundle
+    from openvica_sim.data.bdd100k import CATEGORY_ALIASES, DETECTION_CLASSES, IGNORED_CATEGORIES
+    from openvica_sim.data.bdd_layout import write_bdd100k
+    from openvica_sim.data.ingest import ingest
+    from openvica_sim.scenarios.harness import EXAMPLE_DETECTOR, run_test
+
+    names = [*DETECTION_CLASSES, *IGNORED_CATEGORIES] if layout == "det_20" else [
+        *(n for n in DETECTION_CLASSES if n not in CATEGORY_ALIASES.values()), *CATEGORY_ALIASES]
+    bdd = tmp_path / "bdd"
+    write_bdd100k(bdd, "train", num_videos=3, seconds=2.0, seed=3)
+    det = bdd / "labels" / "det_20" / "det_train.json"
+    records = json.loads(det.read_text())
+    for record in records:  # each car's box under every name of the layout, and the legacy file's box-less ones
+        record["labels"] = [{**label, "id": f"{label['id']}-{n}", "category": n}
+                            for label in record["labels"] for n in names]
+        record["labels"] += [{"category": "drivable area", "poly2d": []}, {"category": "lane", "poly2d": []}]
+    if layout == "legacy":
+        det.unlink()
+        shutil.rmtree(bdd / "labels" / "box_track_20")
+        det = bdd / "labels" / "bdd100k_labels_images_train.json"
+    else:
+        for track in (bdd / "labels" / "box_track_20" / "train").glob("*.json"):
+            frames = json.loads(track.read_text())
+            for frame in frames:
+                frame["labels"] = [{**label, "category": n} for label in frame["labels"] for n in names]
+            track.write_text(json.dumps(frames))
+    det.write_text(json.dumps(records))
+    ingest(bdd, "train", tmp_path / "store.zarr", test_bundle, progress=False)
+    inputs = {"bundle": save_bundle(test_bundle, tmp_path / "bundle"), "store": tmp_path / "store.zarr"}
+    out = tmp_path / "dataset"
+    generate(inputs, out, "fork.at=labelled", "fork.branches=2", "horizon=2", "seeds.limit=3")
+    assert json.loads((out / ds.MANIFEST).read_text())["status"] == "complete"
+    m = run_test(out, EXAMPLE_DETECTOR, progress=False)
+    assert m["coco"]["overall"]["images"] > 0 and set(m["coco"]["overall"]["per_class"]) <= set(DETECTION_CLASSES)
+    assert m["real_vs_generated"]["overall"]["real_frames"] > 0
+
+
 def test_a_failing_label_export_is_recorded_and_a_rerun_only_finalizes(scenario_inputs, tmp_path, monkeypatch):
     from openvica_sim.scenarios import generate as generate_module
 
