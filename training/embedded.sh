@@ -6,6 +6,11 @@
 # on five times the drives, is training/embedded_gpu.sh; the BDD100K-layout round trip (`openvica synthetic
 # bdd100k` -> `openvica data ingest`) is the ingest path's test, not needed here.
 #
+# Status (2026-12-02): one CPU run of this recipe (2,400 WM steps, about 1.6 h; openvica_sim/embedded/RECIPE.json,
+# "second_generation_cpu_run") made an action-conditioned bundle whose rollouts still lose the lane markings and
+# whose commands do not show in the ego-motion probe, so the shipped default is still the first generation's. Its
+# GPU counterpart, training/embedded_gpu.sh, trains on 5x the drives with 40x the windows and waits for a device.
+#
 #   make embedded                      # = bash training/embedded.sh, on a 2-core CPU several hours
 #   OUT=/tmp/emb bash training/embedded.sh
 #   TOKENIZER=openvica_sim/embedded/bundle/tokenizer VIDEO_DECODER=openvica_sim/embedded/bundle/video_decoder \
