@@ -79,10 +79,10 @@ def rollout(args) -> int:
                         decoder={"vdec": "video_decoder", "dec": "tokenizer", None: None}[args.decoder])
         sim.profile = True  # the world model's and the decoder's seconds, reported below
         loaded = time.perf_counter()
-        coding = bundle.action_coding
+        coding, ego = bundle.action_coding, bundle.action_conditioned  # others roll out frame by frame, as before
         out = sim.rollout(seeds[None], args.steps, seeds=derive_seeds(args.seed, 1), progress=True,
-                          seed_actions=coding.to_normalized(*seed_ego.T)[None],
-                          commands=coding.to_normalized(*commands[:args.steps].T)[None])  # each frame its own
+                          seed_actions=coding.to_normalized(*seed_ego.T)[None] if ego else None,
+                          commands=coding.to_normalized(*commands[:args.steps].T)[None] if ego else None)
         done = time.perf_counter()
     seed_view = model_view(seeds)
     video = np.concatenate([seed_view, out.frames[0]])
