@@ -279,6 +279,20 @@ def write_label_exports(root: str | os.PathLike, rows: list[dict], frame_size: i
     return {"frames": len(images), "boxes": len(annotations), "skipped_boxes": skipped}
 
 
+def coco_results(rows: list[dict], all_rows: list[dict], predictions: dict[str, list[list[dict]]]) -> list[dict]:
+    """COCO results [{image_id, category_id, bbox, score}] of `predictions` ({clip id: per frame [box]}) on the
+    clips `rows`, over the image ids of `all_rows` (every clip of the dataset: `image_ids`)."""
+    ids = image_ids(all_rows)
+    results = []
+    for row in sorted(rows, key=lambda r: r["clip_id"]):
+        for i, boxes in enumerate(predictions[row["clip_id"]]):
+            for b in boxes:
+                x1, y1, x2, y2 = (b["box2d"][k] for k in ("x1", "y1", "x2", "y2"))
+                results.append({"image_id": ids[(row["clip_id"], i)], "category_id": CATEGORIES.index(b["category"]) + 1,
+                                "bbox": [x1, y1, x2 - x1, y2 - y1], "score": b["score"]})
+    return results
+
+
 def write_predictions(folder: str | os.PathLike, rows: list[dict], all_rows: list[dict],
                       predictions: dict[str, list[list[dict]]]) -> dict:
     """A detector's boxes as the files tools read, in `folder` (its report): predictions.coco.json, a COCO results
@@ -286,17 +300,11 @@ def write_predictions(folder: str | os.PathLike, rows: list[dict], all_rows: lis
     predictions.json, Scalabel frames with scored labels. `predictions`: {clip id: per frame [box]} of the tested
     clips `rows`; `all_rows`: every clip of the dataset (the ids). Returns {"frames", "boxes"}."""
     folder = Path(folder)
-    ids = image_ids(all_rows)
-    results, frames = [], []
-    for row in sorted(rows, key=lambda r: r["clip_id"]):
-        for i, boxes in enumerate(predictions[row["clip_id"]]):
-            for b in boxes:
-                x1, y1, x2, y2 = (b["box2d"][k] for k in ("x1", "y1", "x2", "y2"))
-                results.append({"image_id": ids[(row["clip_id"], i)], "category_id": CATEGORIES.index(b["category"]) + 1,
-                                "bbox": [x1, y1, x2 - x1, y2 - y1], "score": b["score"]})
-            frames.append({"name": frame_file(row["clip_id"], i), "videoName": row["clip_id"], "frameIndex": i,
-                           "labels": [{"id": str(k), "category": b["category"], "box2d": b["box2d"],
-                                       "score": b["score"]} for k, b in enumerate(boxes)]})
+    results = coco_results(rows, all_rows, predictions)
+    frames = [{"name": frame_file(row["clip_id"], i), "videoName": row["clip_id"], "frameIndex": i,
+               "labels": [{"id": str(k), "category": b["category"], "box2d": b["box2d"], "score": b["score"]}
+                          for k, b in enumerate(boxes)]}
+              for row in sorted(rows, key=lambda r: r["clip_id"]) for i, boxes in enumerate(predictions[row["clip_id"]])]
     atomic_write_text(folder / PREDICTIONS_COCO, json.dumps(results))
     atomic_write_text(folder / PREDICTIONS_SCALABEL, json.dumps(frames))
     return {"frames": len(frames), "boxes": len(results)}

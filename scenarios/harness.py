@@ -35,9 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import (CATEGORIES, GROUND_TRUTH, PREDICTIONS_COCO, PSEUDO_DIR, SLICE_KEYS, ScenarioDataset,
-                      atomic_write_text, box, clip_dir, safe_name, seed_owners, write_frame_labels,
-                      write_predictions)
+from .dataset import (CATEGORIES, GROUND_TRUTH, PSEUDO_DIR, SLICE_KEYS, ScenarioDataset, atomic_write_text, box,
+                      clip_dir, coco_results, safe_name, seed_owners, write_frame_labels, write_predictions)
 from .scoring import coco_scores, real_vs_generated
 
 EXAMPLE_DETECTOR = "openvica_sim.scenarios.examples.color_detector:detect"
@@ -214,9 +213,7 @@ def run_test(dataset_dir: str | os.PathLike, detector: str | Callable, out: str 
     write_predictions(out, rows, dataset.clips, labels)  # apart from labels/, which holds ground truth only
     clips = [ClipDetections(row, kept[row["clip_id"]]) for row in rows]
     metrics = compute_metrics(dataset, clips, settings)
-    results = json.loads((out / PREDICTIONS_COCO).read_text())
-    metrics["coco"] = coco_scores(dataset.path, rows, dataset.clips,
-                                  [r for r in results if r["score"] >= settings.min_score], SLICES)
+    metrics["coco"] = coco_scores(dataset.path, rows, dataset.clips, coco_results(rows, dataset.clips, kept), SLICES)
     metrics["real_vs_generated"] = real_vs_generated(clips, SLICES)
     metrics = {"detector": name, "dataset": str(dataset.path), "report": str(out),
                "settings": dataclasses.asdict(settings), **metrics}

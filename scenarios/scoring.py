@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import CATEGORIES, LABELS_DIR, image_ids
+from .dataset import LABELS_DIR, image_ids
 
 COCO_STATS = {"AP": 0, "AP50": 1, "AP75": 2, "AR100": 8}  # indices into COCOeval.stats (bbox)
 
@@ -57,7 +57,9 @@ def _scores(truth, results: list[dict], images: set) -> dict | None:
     with contextlib.redirect_stdout(io.StringIO()):
         predicted = truth.loadRes(mine) if mine else None
         if predicted is None:  # no detection at all on these frames: AP and AR are 0 where ground truth exists
-            return {"images": len(images), **{k: 0.0 for k in COCO_STATS}, "per_class": _zero_classes(truth, images)}
+            return {"images": len(images), **{k: 0.0 for k in COCO_STATS},
+                    "per_class": {truth.cats[cat]["name"]: {"AP": 0.0, "AP50": 0.0, "boxes": n}
+                                  for cat, n in _class_boxes(truth, images).items()}}
         evaluation = COCOeval(truth, predicted, "bbox")
         evaluation.params.imgIds = sorted(images)
         evaluation.evaluate()
@@ -67,23 +69,20 @@ def _scores(truth, results: list[dict], images: set) -> dict | None:
     # per class: precision (T IoUs, R recall points, K classes, A areas, M max dets); area "all", 100 detections
     precision = evaluation.eval["precision"][:, :, :, 0, -1]
     out["per_class"] = {}
+    boxes_of = _class_boxes(truth, images)
     for k, cat in enumerate(evaluation.params.catIds):
-        boxes = len(truth.getAnnIds(imgIds=sorted(images), catIds=[cat], iscrowd=False))
-        if boxes:
-            p = precision[:, :, k]
+        if cat in boxes_of:
+            boxes, p = boxes_of[cat], precision[:, :, k]
             out["per_class"][truth.cats[cat]["name"]] = {
                 "AP": _value(np.mean(p[p > -1])) if (p > -1).any() else None,
                 "AP50": _value(np.mean(p[0][p[0] > -1])) if (p[0] > -1).any() else None, "boxes": boxes}
     return out
 
 
-def _zero_classes(truth, images: set) -> dict:
-    out = {}
-    for cat in truth.getCatIds():
-        boxes = len(truth.getAnnIds(imgIds=sorted(images), catIds=[cat], iscrowd=False))
-        if boxes:
-            out[truth.cats[cat]["name"]] = {"AP": 0.0, "AP50": 0.0, "boxes": boxes}
-    return out
+def _class_boxes(truth, images: set) -> dict[int, int]:
+    """{category id: ground-truth boxes (not ignore regions) on `images`} for the classes that have any."""
+    counts = {cat: len(truth.getAnnIds(imgIds=sorted(images), catIds=[cat], iscrowd=False)) for cat in truth.getCatIds()}
+    return {cat: n for cat, n in counts.items() if n}
 
 
 def _value(x: float) -> float | None:
