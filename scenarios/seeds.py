@@ -201,7 +201,7 @@ def labelled_fork(info: SeedInfo, T: int) -> int | None:
     the one whose last seed frame is the first labelled frame (det_20's single frame: its boxes transfer); None when
     the clip has no labelled frame at T - 1 or later."""
     labelled = set(info.labelled_frames)
-    fits = [f - T + 1 for f in sorted(labelled) if 0 <= f - T + 1 and f < info.num_frames]
+    fits = [f - T + 1 for f in sorted(labelled) if f - T + 1 >= 0]
     for at in fits:
         if all(at + k in labelled for k in range(T)):
             return at
