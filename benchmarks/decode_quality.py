@@ -44,7 +44,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     bundle_path = args.bundle or str(embedded.bundle_path())
     bundle = load_bundle(bundle_path, video_decoder=False)
-    clips = EvalClips.open(args.heldout or embedded.seeds_path(), args.frames, limit=args.clips)
+    clips = EvalClips.open(args.heldout or embedded.clips_path(), args.frames, limit=args.clips)
     sim = Simulator(bundle, decoder="tokenizer")
     tokens = [sim.encode(clips.frames(c)).cpu() for c in clips.clips]
     common = {"bench": "decode_quality", "git": git_sha(), "device": device_name(torch.device("cpu")),

@@ -85,7 +85,7 @@ def main(argv=None) -> None:
     bundle = args.bundle or str(embedded.bundle_path())
     probe = args.ego_probe or embedded.ego_probe_path()
     settings = VideoEvalSettings(
-        bundle=bundle, clips=args.heldout or str(embedded.seeds_path()), limit=args.clips, seed=args.seed,
+        bundle=bundle, clips=args.heldout or str(embedded.clips_path()), limit=args.clips, seed=args.seed,
         top_k=[args.top_k] if args.top_k else None, ego_probe=str(probe) if probe else None,
         networks=FeatureNetworks(inception=args.inception, i3d=args.i3d, clip_model=args.clip_model,
                                  lpips_net=args.lpips_net))

@@ -21,9 +21,10 @@ import torch
 
 from _common import DTYPES, device_name, emit, git_sha, log
 from openvica_sim.bundle import create_random_bundle, load_bundle
+from openvica_sim.data.clips import FolderClips
 from openvica_sim.data.synthetic import random_drive, render_clip
 from openvica_sim.scenarios.generate import Job, plan
-from openvica_sim.scenarios.seeds import FolderSeeds, select
+from openvica_sim.scenarios.query import select
 from openvica_sim.scenarios.spec import spec_from_dict
 from openvica_sim.simulator import Simulator
 from openvica_sim.video_io import write_image
@@ -61,10 +62,9 @@ def main(argv=None) -> None:
         for i in range(args.seed_clips):  # synthetic seed clips, 2 frames each
             frames = render_clip(random_drive(np.random.default_rng(i)), 2)
             for k, frame in enumerate(frames):
-                write_image(tmp / "seeds" / f"clip-{i:03d}" / f"{k:06d}.png", frame)
+                write_image(tmp / "clips" / f"clip-{i:03d}" / f"{k:06d}.png", frame)
         spec = spec_from_dict({"name": "bench", "fork": {"branches": args.branches}, "horizon": args.horizon})
-        seeds = FolderSeeds(tmp / "seeds")
-        samples = plan(spec, select(seeds.clips(), spec))
+        samples = plan(spec, select(FolderClips(tmp / "clips").infos(), spec))
         simulator = Simulator(bundle, temperature=1.0)
         common = {"bench": "scenarios", "git": git_sha(), "device": device_name(device),
                   "bundle": str(args.bundle or args.preset), "seed_clips": args.seed_clips, "branches": args.branches,
@@ -73,8 +73,8 @@ def main(argv=None) -> None:
             common["threads"] = torch.get_num_threads()
         for batch in args.batch:
             out = tmp / f"out-{batch}"
-            job = Job(out=str(out), spec=spec.to_dict(), seeds=str(tmp / "seeds"), attributes={})
-            run_samples(simulator, Job(out=str(tmp / "warmup"), spec=spec.to_dict(), seeds=str(tmp / "seeds"),
+            job = Job(out=str(out), spec=spec.to_dict(), clips=str(tmp / "clips"), attributes={})
+            run_samples(simulator, Job(out=str(tmp / "warmup"), spec=spec.to_dict(), clips=str(tmp / "clips"),
                                        attributes={}), samples[:1])  # warm-up: prompt cache, allocator
             simulator.profile, simulator.timings = True, {}
             started = time.perf_counter()

@@ -32,9 +32,8 @@ ENVS: dict[str, dict] = {
 }
 
 _LAZY = {"OpenViCAEnv": "openvica_env", "EnvState": "openvica_env", "OpenViCAVectorEnv": "vector",
-         "RayVectorEnv": "ray_vector",
-         "SeedSource": "seeds", "FolderSeedSource": "seeds", "SyntheticSeedSource": "seeds"}
-__all__ = ["ENVS", "register_envs", *_LAZY]
+         "RayVectorEnv": "ray_vector"}
+__all__ = ["ENVS", "register_envs", *_LAZY]  # clip sources: openvica_sim.data.clips
 
 
 def register_envs() -> None:

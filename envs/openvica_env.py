@@ -25,7 +25,7 @@ from openvica_sim.frames import model_view
 from openvica_sim.sampling import derive_seeds
 from openvica_sim.simulator import MIN_SEED_FRAMES, SimState, Simulator
 
-from .seeds import SeedSource, open_seed_source
+from openvica_sim.data.clips import ClipSource, open_clips
 
 MAX_EPISODE_STEPS = 14  # the paper's horizon: N = 14 predicted frames after T = 2 seed frames
 RESET_OPTIONS = ("clip", "frames", "seed_frames")
@@ -76,7 +76,7 @@ class Episode:
     row_seed: int  # the engine's sampler seed for this env's row
 
 
-def draw_episode(np_random: np.random.Generator, source: SeedSource, options: dict | None,
+def draw_episode(np_random: np.random.Generator, source: ClipSource, options: dict | None,
                  seed_frames: int) -> Episode:
     """Choose the seed clip (unless `options` names it or gives frames) and the sampler seed, in that order.
 
@@ -151,14 +151,17 @@ class EnvState:
 
 
 class SimulatorEnvMixin:
-    """What the single and the vector env share: the bundle, its engine, the seed source, the action mapping."""
+    """What the single and the vector env share: the bundle, its engine, the clip source, the action mapping."""
 
-    def _setup_simulator(self, bundle, seeds, top_k, temperature, device, decoder, context_frames,
+    def _setup_simulator(self, bundle, clips, top_k, temperature, device, decoder, context_frames,
                          wavefront=None) -> None:
         self.bundle = open_bundle(bundle, device)
         self.simulator = Simulator(self.bundle, top_k=top_k, temperature=temperature, decoder=decoder,
                                    context_frames=context_frames, wavefront=wavefront)
-        self.seed_source = open_seed_source(seeds)
+        self.clip_source = open_clips(clips)
+        if not self.clip_source.has_frames:  # the env starts from pixels: its TOK encodes them, as for any camera
+            raise ValueError(f"{self.clip_source} holds tokens only; the env needs the seed frames: ingest again with "
+                             f"`openvica data ingest ... --store-frames`, or pass a folder of clips")
 
     @property
     def action_conditioned(self) -> bool:
@@ -222,12 +225,13 @@ class OpenViCAEnv(SimulatorEnvMixin, gym.Env):
     moment; `set_state(state, seed=k)` continues with another sampler seed (see there).
 
     ## Arguments
-    `gym.make("OpenViCA-v0", bundle=None, seeds=None, top_k=None, temperature=1.0, device="cpu",
+    `gym.make("OpenViCA-v0", bundle=None, clips=None, top_k=None, temperature=1.0, device="cpu",
     decoder=None, render_mode=None, reward_fn=None, seed_frames=2, context_frames=None, wavefront=None,
     max_episode_steps=14)`:
-    `bundle` a bundle folder (default: the embedded tiny bundle), `seeds` a folder of clips (one subfolder
-    of PNG/JPEG frames or one video per clip), a token store from `openvica data ingest --store-frames`
-    (`*.zarr`, clips by their store ids) or a `SeedSource` (default: the embedded bundle's held-out clips),
+    `bundle` a bundle folder (default: the embedded tiny bundle), `clips` the clips episodes start from: a folder
+    of clips (one subfolder of PNG/JPEG frames or one video per clip), a token store from `openvica data ingest
+    --store-frames` (`*.zarr`, clips by their store ids) or a `ClipSource` (`openvica_sim.data.clips`; default: the
+    embedded bundle's held-out clips),
     `top_k` and `temperature` the sampling (top_k None: the bundle's default; the paper recommends k = 1000), `device` where a bundle folder is
     loaded (a `Bundle` object stays where it is), `decoder` "video_decoder" or "tokenizer" (default: the video
     decoder when the bundle has one), `context_frames` the frames the world model sees at most (default
@@ -242,13 +246,13 @@ class OpenViCAEnv(SimulatorEnvMixin, gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": FPS}
 
     def __init__(self, bundle: Bundle | str | os.PathLike | None = None,
-                 seeds: SeedSource | str | os.PathLike | None = None, top_k: int | None = None, temperature: float = 1.0,
+                 clips: ClipSource | str | os.PathLike | None = None, top_k: int | None = None, temperature: float = 1.0,
                  device: str | torch.device = "cpu", decoder: str | None = None, render_mode: str | None = None,
                  reward_fn: RewardFn | None = None, seed_frames: int = MIN_SEED_FRAMES,
                  context_frames: int | None = None, wavefront: int | None = None):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode={render_mode!r}: choose one of {self.metadata['render_modes']} or None")
-        self._setup_simulator(bundle, seeds, top_k, temperature, device, decoder, context_frames, wavefront)
+        self._setup_simulator(bundle, clips, top_k, temperature, device, decoder, context_frames, wavefront)
         self.render_mode, self.reward_fn, self.seed_frames = render_mode, reward_fn, seed_frames
         size = self.bundle.frame_size
         self.observation_space = spaces.Box(0, 255, (size, size, 3), np.uint8)
@@ -259,7 +263,7 @@ class OpenViCAEnv(SimulatorEnvMixin, gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
-        episode = draw_episode(self.np_random, self.seed_source, options, self.seed_frames)
+        episode = draw_episode(self.np_random, self.clip_source, options, self.seed_frames)
         self._state = self.simulator.start(episode.frames[None], seeds=[episode.row_seed])
         self._clip_id, self._frame = episode.clip_id, episode.frames[-1]
         tokens = self._state.previous[0].cpu().numpy()  # the last seed frame's codes

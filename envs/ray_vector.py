@@ -16,7 +16,8 @@ need not round alike (docs/design.md), and the actors' engines are N / A rows wi
 in distribution, and bit for bit only with the same rows per engine.
 
 Across processes the env takes folders, not models: `bundle` a bundle folder (default the embedded bundle),
-`seeds` a folder of clips, None (the default clips) or a picklable `SeedSource` (e.g. `SyntheticSeedSource()`);
+`clips` a folder of clips or a token store, None (the default clips) or a picklable `ClipSource` (e.g.
+`SyntheticClips()`);
 folders must be readable on every node. A `reward_fn` runs in the actors, so it must pickle (cloudpickle takes
 functions and closures).
 
@@ -42,7 +43,7 @@ from openvica_sim.distributed import bundle_folder, check_resources, connect, us
 from openvica_sim.simulator import MIN_SEED_FRAMES
 
 from .openvica_env import MAX_EPISODE_STEPS, RewardFn, check_actions
-from .seeds import SeedSource
+from openvica_sim.data.clips import ClipSource
 from .vector import OpenViCAVectorEnv, per_env_option, render_frames, sub_env_seeds
 
 
@@ -64,7 +65,7 @@ class RayVectorEnv(VectorEnv):
     metadata = {"render_modes": ["rgb_array"], "render_fps": FPS, "autoreset_mode": AutoresetMode.NEXT_STEP}
 
     def __init__(self, num_envs: int = 1, num_actors: int = 1, bundle: str | os.PathLike | None = None,
-                 seeds: SeedSource | str | os.PathLike | None = None, top_k: int | None = None,
+                 clips: ClipSource | str | os.PathLike | None = None, top_k: int | None = None,
                  temperature: float = 1.0,
                  use_gpu: bool = False, gpus_per_actor: float = 1, cpus_per_actor: float = 1,
                  address: str | None = None, decoder: str | None = None, render_mode: str | None = None,
@@ -81,7 +82,7 @@ class RayVectorEnv(VectorEnv):
         sizes = [num_envs // num_actors + (j < num_envs % num_actors) for j in range(num_actors)]
         bounds = np.cumsum([0, *sizes])
         self._rows = [slice(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]  # actor j's sub-envs
-        kwargs = dict(bundle=bundle_folder(bundle), seeds=_absolute(seeds), top_k=top_k,
+        kwargs = dict(bundle=bundle_folder(bundle), clips=_absolute(clips), top_k=top_k,
                       temperature=temperature, device="cuda" if use_gpu else "cpu", decoder=decoder,
                       render_mode=render_mode, reward_fn=reward_fn, seed_frames=seed_frames,
                       context_frames=context_frames, max_episode_steps=max_episode_steps, wavefront=wavefront)
@@ -148,9 +149,9 @@ class RayVectorEnv(VectorEnv):
             self._owns_ray = False
 
 
-def _absolute(seeds: SeedSource | str | os.PathLike | None) -> SeedSource | str | None:
-    """A seed folder as an absolute path (actors need not share the driver's working directory)."""
-    return str(Path(seeds).expanduser().resolve()) if isinstance(seeds, (str, os.PathLike)) else seeds
+def _absolute(clips: ClipSource | str | os.PathLike | None) -> ClipSource | str | None:
+    """A clip folder or store as an absolute path (actors need not share the driver's working directory)."""
+    return str(Path(clips).expanduser().resolve()) if isinstance(clips, (str, os.PathLike)) else clips
 
 
 def _concatenate_infos(infos: tuple[dict, ...]) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from openvica_sim.bundle import FPS, Bundle
 from openvica_sim.simulator import MIN_SEED_FRAMES, SimState
 
 from .openvica_env import (MAX_EPISODE_STEPS, RewardFn, SimulatorEnvMixin, check_actions, draw_episode, step_info)
-from .seeds import SeedSource
+from openvica_sim.data.clips import ClipSource
 
 
 def per_env_option(key: str, value: Any) -> bool:
@@ -67,7 +67,7 @@ class OpenViCAVectorEnv(SimulatorEnvMixin, VectorEnv):
     metadata = {"render_modes": ["rgb_array"], "render_fps": FPS, "autoreset_mode": AutoresetMode.NEXT_STEP}
 
     def __init__(self, num_envs: int = 1, bundle: Bundle | str | os.PathLike | None = None,
-                 seeds: SeedSource | str | os.PathLike | None = None, top_k: int | None = None, temperature: float = 1.0,
+                 clips: ClipSource | str | os.PathLike | None = None, top_k: int | None = None, temperature: float = 1.0,
                  device: str | torch.device = "cpu", decoder: str | None = None, render_mode: str | None = None,
                  reward_fn: RewardFn | None = None, seed_frames: int = MIN_SEED_FRAMES,
                  context_frames: int | None = None, max_episode_steps: int | None = MAX_EPISODE_STEPS,
@@ -81,7 +81,7 @@ class OpenViCAVectorEnv(SimulatorEnvMixin, VectorEnv):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode={render_mode!r}: choose one of {self.metadata['render_modes']} or None")
         self.num_envs, self.max_episode_steps = num_envs, max_episode_steps
-        self._setup_simulator(bundle, seeds, top_k, temperature, device, decoder, context_frames, wavefront)
+        self._setup_simulator(bundle, clips, top_k, temperature, device, decoder, context_frames, wavefront)
         self.render_mode, self.reward_fn, self.seed_frames = render_mode, reward_fn, seed_frames
         size = self.bundle.frame_size
         self.single_observation_space = gym.spaces.Box(0, 255, (size, size, 3), np.uint8)
@@ -142,7 +142,7 @@ class OpenViCAVectorEnv(SimulatorEnvMixin, VectorEnv):
     # ---- helpers ---------------------------------------------------------------------------------
     def _start(self, options: list[dict]) -> tuple[np.ndarray, dict[str, Any]]:
         """Draw every sub-env's episode from its own np_random and start them as one batch."""
-        episodes = [draw_episode(rng, self.seed_source, opts, self.seed_frames)
+        episodes = [draw_episode(rng, self.clip_source, opts, self.seed_frames)
                     for rng, opts in zip(self.sub_env_np_randoms, options)]
         lengths = sorted({len(e.frames) for e in episodes})
         if len(lengths) > 1:

@@ -60,18 +60,18 @@ def rollout(args) -> int:
     if not args.frames and not args.video:
         from . import embedded
 
-        first = sorted(p for p in embedded.seeds_path().iterdir() if p.is_dir())[0]
+        first = sorted(p for p in embedded.clips_path().iterdir() if p.is_dir())[0]
         args.frames = sorted(str(p) for p in first.iterdir())[:2]
     if args.frames:
-        seeds = np.stack([read_image(p) for p in args.frames])
+        seed_frames = np.stack([read_image(p) for p in args.frames])
     else:
-        seeds = read_video(args.video, fps=args.video_fps)[-args.seed_frames:] if args.seed_frames else read_video(
-            args.video, fps=args.video_fps)
-    if len(seeds) < 2:
-        raise ValueError(f"need at least 2 seed frames, got {len(seeds)} from {args.frames or args.video}")
-    if len({s.shape for s in seeds}) != 1:
-        raise ValueError(f"seed frames differ in size: {[s.shape for s in seeds]}")
-    ego_program, seed_ego, commands = _ego_commands(args, len(seeds))
+        seed_frames = read_video(args.video, fps=args.video_fps)
+        seed_frames = seed_frames[-args.seed_frames:] if args.seed_frames else seed_frames
+    if len(seed_frames) < 2:
+        raise ValueError(f"need at least 2 seed frames, got {len(seed_frames)} from {args.frames or args.video}")
+    if len({s.shape for s in seed_frames}) != 1:
+        raise ValueError(f"seed frames differ in size: {[s.shape for s in seed_frames]}")
+    ego_program, seed_ego, commands = _ego_commands(args, len(seed_frames))
     with torch.no_grad():  # a block, not torch.set_grad_enabled(False): that would leak into callers of main()
         started = time.perf_counter()
         bundle = load_bundle(args.bundle, device=args.device)
@@ -80,11 +80,11 @@ def rollout(args) -> int:
         sim.profile = True  # the world model's and the decoder's seconds, reported below
         loaded = time.perf_counter()
         coding, ego = bundle.action_coding, bundle.action_conditioned  # others roll out frame by frame, as before
-        out = sim.rollout(seeds[None], args.steps, seeds=derive_seeds(args.seed, 1), progress=True,
+        out = sim.rollout(seed_frames[None], args.steps, seeds=derive_seeds(args.seed, 1), progress=True,
                           seed_actions=coding.to_normalized(*seed_ego.T)[None] if ego else None,
                           commands=coding.to_normalized(*commands[:args.steps].T)[None] if ego else None)
         done = time.perf_counter()
-    seed_view = model_view(seeds)
+    seed_view = model_view(seed_frames)
     video = np.concatenate([seed_view, out.frames[0]])
     out_path = write_video(args.out, video, fps=bundle.fps)
     sheet = Path(args.sheet) if args.sheet else Path(args.out).with_suffix(".png")
@@ -259,7 +259,7 @@ def eval_video(args) -> int:
     if args.clips is None:
         from . import embedded
 
-        args.clips = str(embedded.seeds_path())
+        args.clips = str(embedded.clips_path())
     settings = VideoEvalSettings(
         bundle=args.bundle, clips=args.clips, list=args.list, limit=args.limit, seed_frames=args.seed_frames,
         num_frames=args.frames, start_frame=args.start_frame, top_k=args.top_k, decoders=args.decoder,

@@ -11,6 +11,8 @@ uint8, channels last (..., H, W, C); model frames are float in [-1, 1], channels
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -112,23 +114,59 @@ def resize_short_side(frames: torch.Tensor, short_side: int) -> torch.Tensor:
     return F.interpolate(frames, size=out_size, mode="bilinear", align_corners=False, antialias=False)
 
 
+@dataclass(frozen=True)
+class CropView:
+    """Where the size x size model view lies in an H x W camera frame (`preprocess`'s scale, then centre crop):
+    model-view pixel (x, y) is camera pixel ((x + left) / scale_x, (y + top) / scale_y). Stored with each ingested
+    clip (`camera_view`), so that boxes can be given in the camera frame's pixels as well as the crop's."""
+
+    camera_height: int
+    camera_width: int
+    size: int
+    scale_x: float
+    scale_y: float
+    left: int
+    top: int
+
+    @classmethod
+    def of(cls, height: int, width: int, size: int = FRAME_SIZE, short_side: int | None = SHORT_SIDE) -> "CropView":
+        """The view `preprocess(frames, size, short_side)` takes of H x W frames."""
+        if (height, width) == (size, size) or short_side is None:
+            scaled_h, scaled_w = height, width
+        else:
+            scale = short_side / min(height, width)
+            scaled_h, scaled_w = round(height * scale), round(width * scale)  # as resize_short_side
+        return cls(int(height), int(width), int(size), scaled_w / width, scaled_h / height,
+                   (scaled_w - size) // 2, (scaled_h - size) // 2)  # offsets as center_crop
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CropView":
+        return cls(**{k: d[k] for k in ("camera_height", "camera_width", "size", "scale_x", "scale_y", "left", "top")})
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def to_camera(self, box: dict) -> dict:
+        """A box2d {x1, y1, x2, y2} in the model view's pixels -> the same box in the camera frame's pixels."""
+        return {"x1": (float(box["x1"]) + self.left) / self.scale_x, "y1": (float(box["y1"]) + self.top) / self.scale_y,
+                "x2": (float(box["x2"]) + self.left) / self.scale_x, "y2": (float(box["y2"]) + self.top) / self.scale_y}
+
+    def to_model(self, box: dict) -> dict:
+        """A box2d in the camera frame's pixels -> in the model view's pixels (not clipped to the crop)."""
+        return {"x1": float(box["x1"]) * self.scale_x - self.left, "y1": float(box["y1"]) * self.scale_y - self.top,
+                "x2": float(box["x2"]) * self.scale_x - self.left, "y2": float(box["y2"]) * self.scale_y - self.top}
+
+
 def boxes_to_model_view(boxes: list[dict], height: int, width: int, size: int = FRAME_SIZE,
                         short_side: int | None = SHORT_SIDE, min_visible: float = 0.25) -> list[dict]:
     """Boxes {"box2d": {x1, y1, x2, y2}, ...} in the pixels of an H x W camera frame -> the same boxes in the
-    size x size crop that `preprocess` makes of it (scaled, shifted, clipped to the crop). A box keeping less than
-    `min_visible` of its area inside the crop is dropped. Other keys of each box are kept."""
-    if (height, width) == (size, size) or short_side is None:
-        scale = 1.0
-        scaled_h, scaled_w = height, width
-    else:
-        scale = short_side / min(height, width)
-        scaled_h, scaled_w = round(height * scale), round(width * scale)
-    top, left = (scaled_h - size) // 2, (scaled_w - size) // 2  # as center_crop
+    size x size crop that `preprocess` makes of it (`CropView`: scaled, shifted, clipped to the crop). A box keeping
+    less than `min_visible` of its area inside the crop is dropped. Other keys of each box are kept."""
+    view = CropView.of(height, width, size, short_side)
     out = []
     for b in boxes:
-        x1, y1, x2, y2 = (float(b["box2d"][k]) for k in ("x1", "y1", "x2", "y2"))
-        x1, x2 = x1 * scale - left, x2 * scale - left
-        y1, y2 = y1 * scale - top, y2 * scale - top
+        m = view.to_model(b["box2d"])
+        x1, y1, x2, y2 = m["x1"], m["y1"], m["x2"], m["y2"]
         area = max(0.0, x2 - x1) * max(0.0, y2 - y1)
         cx1, cy1, cx2, cy2 = max(x1, 0.0), max(y1, 0.0), min(x2, float(size)), min(y2, float(size))
         visible = max(0.0, cx2 - cx1) * max(0.0, cy2 - cy1)

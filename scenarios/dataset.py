@@ -18,7 +18,10 @@
         predictions.json         Scalabel frames with scored boxes
     DIR/review/index.html        contact sheets per slice and per surprise decile, a histogram of surprise
 
-Boxes are in the pixels of the frames as stored (256 x 256, the model's view). Ground truth ("seed-ground-truth":
+Boxes are in the pixels of the frames as stored (256 x 256, the model's view); where the seed clip's camera view is
+known (`camera_view`: stores ingested since it was kept, folders of clips), each box also carries its copy in the
+original camera frame's pixels: `box2d_camera` in det.json and predictions.json, `bbox_camera` in coco.json, and
+each COCO image its `camera` (the crop: camera size, scale, offsets). Ground truth ("seed-ground-truth":
 the seed frames' own labels) and a detector's predictions ("pseudo:<detector>", scored) never share a file; a
 generated frame never carries a box presented as ground truth (docs/design.md "Scenarios").
 """
@@ -70,6 +73,7 @@ COLUMNS = {
     "diversity_rank": "int (*): position in the k-center greedy order, 0 first",
     "selected": "bool (*): kept by the spec's select rule", "status": "str (*): ok | flagged:<gates>",
     "seconds": "float: time to generate and write the clip",
+    "camera_view": "str: JSON `frames.CropView` of the seed's camera frames (boxes' *_camera copies), '' unknown",
 }
 
 
@@ -241,13 +245,15 @@ def write_label_exports(root: str | os.PathLike, rows: list[dict], frame_size: i
         per_frame = read_frame_labels(clip_dir(root, clip["clip_id"]) / SEED_LABELS_FILE) if owner == clip[
             "clip_id"] else {}  # the fork's other branches share these real frames: their truth counts once
         attributes = {k: clip[k] for k in SLICE_KEYS}
+        view = camera_view(clip)
+        camera = {"camera": view.as_dict()} if view else {}
         for i in range(clip["num_frames"]):
             name, image_id = frame_file(clip["clip_id"], i), ids[(clip["clip_id"], i)]
             generated = i >= clip["num_seed_frames"]
             same = {} if generated or owner == clip["clip_id"] else {"same_as": ids[(owner, i)]}
             images.append({"id": image_id, "file_name": name, "width": frame_size, "height": frame_size,
                            "video_name": clip["clip_id"], "frame_index": i, "generated": generated,
-                           "labelled": not generated and i in per_frame, **same, **attributes})
+                           "labelled": not generated and i in per_frame, **same, **attributes, **camera})
             labels = []
             for b in per_frame.get(i, []) if not generated else []:
                 if b.get("provenance", GROUND_TRUTH) != GROUND_TRUTH:
@@ -261,12 +267,14 @@ def write_label_exports(root: str | os.PathLike, rows: list[dict], frame_size: i
                 ignored = ignored or bool(b.get("ignored"))
                 label_id += 1
                 labels.append({"id": str(label_id), "category": category, "box2d": b["box2d"],
-                               "provenance": GROUND_TRUTH, **({"attributes": {"ignored": True}} if ignored else {})})
+                               **_camera_box(view, b["box2d"]), "provenance": GROUND_TRUTH,
+                               **({"attributes": {"ignored": True}} if ignored else {})})
                 x1, y1, x2, y2 = (b["box2d"][k] for k in ("x1", "y1", "x2", "y2"))
                 annotations.append({"id": label_id, "image_id": image_id,
                                     "category_id": CATEGORIES.index(category) + 1,
                                     "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
-                                    "iscrowd": int(ignored), "provenance": GROUND_TRUTH})
+                                    "iscrowd": int(ignored), "provenance": GROUND_TRUTH,
+                                    **({"bbox_camera": _xywh(view.to_camera(b["box2d"]))} if view else {})})
             scalabel.append({"name": name, "videoName": clip["clip_id"], "frameIndex": i,
                              "attributes": {**attributes, "generated": generated,
                                             **({"same_as": frame_file(owner, i)} if same else {})},
@@ -277,6 +285,25 @@ def write_label_exports(root: str | os.PathLike, rows: list[dict], frame_size: i
     atomic_write_text(root / LABELS_DIR / "det.json", json.dumps(scalabel))
     atomic_write_text(root / LABELS_DIR / "coco.json", json.dumps(coco))
     return {"frames": len(images), "boxes": len(annotations), "skipped_boxes": skipped}
+
+
+def camera_view(row: dict):
+    """The `frames.CropView` of a clips.parquet row's seed camera frames, or None where unknown (stores ingested
+    before it was kept, datasets written before it was)."""
+    from openvica_sim.frames import CropView
+
+    raw = row.get("camera_view")
+    return CropView.from_dict(json.loads(raw)) if raw else None
+
+
+def _camera_box(view, box2d: dict) -> dict:
+    """{"box2d_camera": the box in the camera frame's pixels} where the view is known, else {}."""
+    return {"box2d_camera": {k: round(v, 2) for k, v in view.to_camera(box2d).items()}} if view else {}
+
+
+def _xywh(box2d: dict) -> list[float]:
+    return [round(box2d["x1"], 2), round(box2d["y1"], 2), round(box2d["x2"] - box2d["x1"], 2),
+            round(box2d["y2"] - box2d["y1"], 2)]
 
 
 def coco_results(rows: list[dict], all_rows: list[dict], predictions: dict[str, list[list[dict]]]) -> list[dict]:
@@ -301,10 +328,13 @@ def write_predictions(folder: str | os.PathLike, rows: list[dict], all_rows: lis
     clips `rows`; `all_rows`: every clip of the dataset (the ids). Returns {"frames", "boxes"}."""
     folder = Path(folder)
     results = coco_results(rows, all_rows, predictions)
-    frames = [{"name": frame_file(row["clip_id"], i), "videoName": row["clip_id"], "frameIndex": i,
-               "labels": [{"id": str(k), "category": b["category"], "box2d": b["box2d"], "score": b["score"]}
-                          for k, b in enumerate(boxes)]}
-              for row in sorted(rows, key=lambda r: r["clip_id"]) for i, boxes in enumerate(predictions[row["clip_id"]])]
+    frames = []
+    for row in sorted(rows, key=lambda r: r["clip_id"]):
+        view = camera_view(row)
+        frames += [{"name": frame_file(row["clip_id"], i), "videoName": row["clip_id"], "frameIndex": i,
+                    "labels": [{"id": str(k), "category": b["category"], "box2d": b["box2d"],
+                                **_camera_box(view, b["box2d"]), "score": b["score"]} for k, b in enumerate(boxes)]}
+                   for i, boxes in enumerate(predictions[row["clip_id"]])]
     atomic_write_text(folder / PREDICTIONS_COCO, json.dumps(results))
     atomic_write_text(folder / PREDICTIONS_SCALABEL, json.dumps(frames))
     return {"frames": len(frames), "boxes": len(results)}

@@ -1,7 +1,7 @@
 """Generate a rare-scenario dataset from a spec (docs/design.md "Scenarios"; the folder layout is in dataset.py).
 
-    openvica scenarios generate --spec night-rain --seeds STORE --out DIR [--bundle B] [key=value ...] [--dry-run]
-    python -m openvica_sim.scenarios.generate --spec night-rain --seeds /shared/store.zarr --out /shared/night-rain \
+    openvica scenarios generate --spec night-rain --clips STORE --out DIR [--bundle B] [key=value ...] [--dry-run]
+    python -m openvica_sim.scenarios.generate --spec night-rain --clips /shared/store.zarr --out /shared/night-rain \
         scaling.num_workers=8 scaling.use_gpu=true          # through `ray job submit` on a cluster
 
 One sample = (spec, seed clip, fork frame, branch). Its sampler seed comes from the spec's content hash and those
@@ -30,7 +30,9 @@ import numpy as np
 
 from . import dataset as ds
 from .ego import commands
-from .seeds import Match, open_seeds, select, slice_counts
+from openvica_sim.data.clips import open_clips
+
+from .query import Match, select, slice_counts
 from .spec import Spec, load_spec, sample_seed, spec_from_dict
 
 JPEG_QUALITY = 95
@@ -51,7 +53,7 @@ class Job:
 
     out: str
     spec: dict  # Spec.to_dict()
-    seeds: str  # the seed source's path
+    clips: str  # the clip source's path
     attributes: dict  # parent clip id -> attributes (read once on the driver)
 
 
@@ -81,9 +83,9 @@ def run_samples(simulator, job: Job, samples: list[Sample]) -> list[dict]:
         else:
             todo.append(s)
     if todo:
-        seeds = _open_seeds_cached(job.seeds)
+        source = _open_clips_cached(job.clips)
         parents = list(OrderedDict.fromkeys((s.parent, s.fork_frame) for s in todo))
-        windows = [seeds.window(p, at, spec.fork.seed_frames) for p, at in parents]
+        windows = [source.window(p, at, spec.fork.seed_frames) for p, at in parents]
         started = time.perf_counter()
         with torch.inference_mode():
             result = _roll_out(simulator, spec, todo, parents, windows)
@@ -145,7 +147,8 @@ def _commit(job: Job, spec: Spec, simulator, s: Sample, window, result: dict, i:
            "surprise": [float(x) for x in result["surprise"][i]],
            "surprise_mean": float(np.mean(result["surprise"][i])),
            **gates(frames, T, spec.gates), "seconds": round(seconds, 3),
-           "seed_frames_from": "frames" if window.frames is not None else "decoded tokens"}
+           "seed_frames_from": "frames" if window.frames is not None else "decoded tokens",
+           "camera_view": json.dumps(window.camera_view, sort_keys=True) if window.camera_view else ""}
     final = ds.clip_dir(job.out, s.clip_id)
     tmp = final.parent / f"{ds.TMP_PREFIX}{s.clip_id}-{os.getpid()}-{time.monotonic_ns()}"
     try:
@@ -195,14 +198,14 @@ def _committed_row(out: str, clip_id: str) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-_SEEDS_CACHE: dict[str, object] = {}
+_CLIPS_CACHE: dict[str, object] = {}
 
 
-def _open_seeds_cached(path: str):
-    if path not in _SEEDS_CACHE:  # a worker reads many batches of one source
-        _SEEDS_CACHE.clear()
-        _SEEDS_CACHE[path] = open_seeds(path)
-    return _SEEDS_CACHE[path]
+def _open_clips_cached(path: str):
+    if path not in _CLIPS_CACHE:  # a worker reads many batches of one source
+        _CLIPS_CACHE.clear()
+        _CLIPS_CACHE[path] = open_clips(path)
+    return _CLIPS_CACHE[path]
 
 
 def _last_finite(values: np.ndarray) -> float:
@@ -217,39 +220,38 @@ def _slice_fields(attributes: dict) -> dict:
 # ---- the driver ---------------------------------------------------------------------------------------------------
 
 def generate(spec: Spec, out: str | os.PathLike, bundle: str | os.PathLike | None = None,
-             seeds: str | os.PathLike | None = None, device: str = "cpu", dry_run: bool = False,
+             clips: str | os.PathLike | None = None, device: str = "cpu", dry_run: bool = False,
              progress: bool = True) -> dict:
     """Generate (or resume) the dataset of `spec` in `out`; with `dry_run`, only count what it would generate.
 
     Returns a summary (counts, seconds, frames per second), also written into manifest.json.
     Raises:
         ValueError: the query selects no clip; `out` holds a dataset of another spec or bundle.
-        FileNotFoundError: no seed source or bundle.
+        FileNotFoundError: no clip source or bundle.
     """
     from openvica_sim import embedded
 
     started = time.time()
-    if not (seeds or spec.seeds.source):  # loudly: the toy world's 8 clips are no one's test data
-        print(f"scenarios: no --seeds and no seeds.source in spec {spec.name!r}: using the embedded default's "
-              f"{len([p for p in embedded.seeds_path().iterdir() if p.is_dir()])} synthetic seed clips (a "
-              f"demonstration, not your data); pass --seeds STORE_OR_FOLDER", file=sys.stderr)
-    seeds_path = str(Path(seeds or spec.seeds.source or embedded.seeds_path()).resolve())
+    if not (clips or spec.clips.source):  # loudly: the toy world's 8 clips are no one's test data
+        print(f"scenarios: no --clips and no clips.source in spec {spec.name!r}: using the embedded default's "
+              f"{len([p for p in embedded.clips_path().iterdir() if p.is_dir()])} synthetic clips (a "
+              f"demonstration, not your data); pass --clips STORE_OR_FOLDER", file=sys.stderr)
+    clips_path = str(Path(clips or spec.clips.source or embedded.clips_path()).resolve())
     bundle_path = str(Path(bundle or embedded.bundle_path()).resolve())
-    source = open_seeds(seeds_path)
-    clips = source.clips()
-    matches = select(clips, spec)
+    infos = open_clips(clips_path).infos()
+    matches = select(infos, spec)
     samples = plan(spec, matches)
-    summary = {"spec": spec.name, "spec_hash": spec.hash, "seeds": seeds_path, "seed_clips_available": len(clips),
+    summary = {"spec": spec.name, "spec_hash": spec.hash, "clips": clips_path, "seed_clips_available": len(infos),
                "seed_clips": len(matches), "samples": len(samples), "frames_to_generate": len(samples) * spec.horizon,
                "slices": slice_counts(matches)}
     if dry_run:
         return summary
     if not matches:
-        raise ValueError(f"the seed query of spec {spec.name!r} selects none of the {len(clips)} clips of "
-                         f"{seeds_path}; loosen seeds.where / the ranges, or run with --dry-run to see the slices")
+        raise ValueError(f"the clip query of spec {spec.name!r} selects none of the {len(infos)} clips of "
+                         f"{clips_path}; loosen clips.where / the ranges, or run with --dry-run to see the slices")
     out = Path(out)
-    manifest = _start(out, spec, bundle_path, seeds_path)
-    job = Job(out=str(out), spec=spec.to_dict(), seeds=seeds_path,
+    manifest = _start(out, spec, bundle_path, clips_path)
+    job = Job(out=str(out), spec=spec.to_dict(), clips=clips_path,
               attributes={m.clip_id: m.info.attributes for m in matches})
     todo = [s for s in samples if _committed_row(str(out), s.clip_id) is None]
     summary["samples_resumed"] = len(samples) - len(todo)
@@ -323,7 +325,12 @@ def open_simulator(bundle_path: str, spec: Spec, device: str = "cpu"):
     return Simulator(load_bundle(bundle_path, device=device), **simulator_kwargs(spec))
 
 
-def _start(out: Path, spec: Spec, bundle_path: str, seeds_path: str) -> dict:
+def manifest_clips(manifest: dict) -> str | None:
+    """The clip source path a dataset was generated from (manifests before the clips/seeds rename say "seeds")."""
+    return (manifest.get("clips") or manifest.get("seeds") or {}).get("path")
+
+
+def _start(out: Path, spec: Spec, bundle_path: str, clips_path: str) -> dict:
     """Create or reopen `out`: refuse another spec's or bundle's dataset, write spec.yaml and the manifest, drop
     temporary folders a killed run left."""
     from omegaconf import OmegaConf
@@ -339,9 +346,10 @@ def _start(out: Path, spec: Spec, bundle_path: str, seeds_path: str) -> dict:
         if old.get("spec_hash") != spec.hash:
             raise ValueError(f"{out} holds a dataset of another spec (hash {old.get('spec_hash')}, this one "
                              f"{spec.hash}); choose a new --out, or the same spec to resume")
-        if old.get("seeds", {}).get("path") not in (None, seeds_path):
-            raise ValueError(f"{out} was generated from the seed clips of {old['seeds']['path']}, not {seeds_path}; "
-                             f"resume with --seeds {old['seeds']['path']} or choose a new --out")
+        old_clips = manifest_clips(old)
+        if old_clips not in (None, clips_path):
+            raise ValueError(f"{out} was generated from the clips of {old_clips}, not {clips_path}; "
+                             f"resume with --clips {old_clips} or choose a new --out")
         if old.get("bundle", {}).get("hashes") != hashes:
             raise ValueError(f"{out} was generated with another bundle ({old.get('bundle', {}).get('path')}); "
                              f"resume with that bundle or choose a new --out")
@@ -353,7 +361,7 @@ def _start(out: Path, spec: Spec, bundle_path: str, seeds_path: str) -> dict:
     manifest = {"format": "openvica-scenario-dataset", "version": 1, "status": "running",
                 "spec": spec.name, "spec_hash": spec.hash, "project_version": __version__,
                 "bundle": {"path": bundle_path, "hashes": hashes, "action_conditioned": meta.get("action_conditioned")},
-                "seeds": {"path": seeds_path}, "frame_size": meta.get("frame_size", 256), "fps": meta.get("fps", 4.0),
+                "clips": {"path": clips_path}, "frame_size": meta.get("frame_size", 256), "fps": meta.get("fps", 4.0),
                 "sampler": {"top_k": spec.sampling.top_k or meta.get("sampling", {}).get("top_k"),
                             "temperature": spec.sampling.temperature,
                             "seed": "sha256(spec_hash:clip_id:fork:branch)[:8], little-endian, as int64"},
@@ -412,7 +420,7 @@ def write_clips_table(out: Path, rows: list[dict]) -> None:
 # ---- replay -------------------------------------------------------------------------------------------------------
 
 def replay(root: str | os.PathLike, clip_id: str, bundle: str | os.PathLike | None = None,
-           seeds: str | os.PathLike | None = None, device: str = "cpu") -> dict:
+           clips: str | os.PathLike | None = None, device: str = "cpu") -> dict:
     """Regenerate one clip of a dataset from its frozen spec and manifest, and compare its tokens with the stored
     ones: {"clip_id", "identical", "frames_differing"}.
 
@@ -440,7 +448,7 @@ def replay(root: str | os.PathLike, clip_id: str, bundle: str | os.PathLike | No
     if sample.seed != row["sample_seed"]:
         raise ValueError(f"clip {clip_id}: its stored seed {row['sample_seed']} is not the spec's {sample.seed}")
     with tempfile.TemporaryDirectory(prefix="openvica-replay-") as tmp:
-        job = Job(out=tmp, spec=spec.to_dict(), seeds=str(seeds or data.manifest["seeds"]["path"]),
+        job = Job(out=tmp, spec=spec.to_dict(), clips=str(clips or manifest_clips(data.manifest)),
                   attributes={row["parent_clip_id"]: json.loads(row["attributes"])})
         run_samples(open_simulator(bundle_path, spec, device), job, [sample])
         again = np.load(ds.clip_dir(tmp, clip_id) / "tokens.npy")
@@ -458,14 +466,14 @@ def add_replay_parser(subparsers) -> argparse.ArgumentParser:
     r.add_argument("dataset", help="the dataset folder")
     r.add_argument("clip_id", help="a clip id of clips.parquet")
     r.add_argument("--bundle", default=None, help="default: the bundle path in the manifest")
-    r.add_argument("--seeds", default=None, help="default: the seed source path in the manifest")
+    r.add_argument("--clips", default=None, help="default: the clip source path in the manifest")
     r.add_argument("--device", default="cpu")
     r.set_defaults(run=replay_command)
     return r
 
 
 def replay_command(args) -> int:
-    result = replay(args.dataset, args.clip_id, bundle=args.bundle, seeds=args.seeds, device=args.device)
+    result = replay(args.dataset, args.clip_id, bundle=args.bundle, clips=args.clips, device=args.device)
     print(json.dumps(result))
     return 0 if result["identical"] else 1
 
@@ -484,8 +492,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--spec", required=True, help="a packaged spec name or a .yaml path")
     g.add_argument("--out", required=True, help="the dataset folder")
     g.add_argument("--bundle", default=None, help="simulator bundle (default: the embedded tiny simulator)")
-    g.add_argument("--seeds", default=None, help="a token store (openvica data ingest) or a folder of clips "
-                   "(default: the spec's seeds.source, else the embedded default's held-out clips)")
+    g.add_argument("--clips", default=None, help="the clips to start from: a token store (openvica data ingest) or "
+                   "a folder of clips (default: the spec's clips.source, else the embedded default's held-out clips)")
     g.add_argument("--device", default="cpu", help="torch device (cuda for the 7B bundle)")
     g.add_argument("--dry-run", action="store_true", help="print how many seed clips match per slice and the frames "
                    "to generate, and stop")
@@ -496,7 +504,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def command(args) -> int:
     spec = load_spec(args.spec, args.overrides)
-    summary = generate(spec, args.out, bundle=args.bundle, seeds=args.seeds, device=args.device, dry_run=args.dry_run)
+    summary = generate(spec, args.out, bundle=args.bundle, clips=args.clips, device=args.device, dry_run=args.dry_run)
     if args.dry_run:
         print(f"spec {spec.name} ({spec.hash}): {summary['seed_clips']} of {summary['seed_clips_available']} seed "
               f"clips match; {summary['samples']} clips, {summary['frames_to_generate']} frames to generate",

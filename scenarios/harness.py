@@ -1,6 +1,6 @@
 """`openvica scenarios test`: run a user's detector over a scenario dataset and report how it behaves.
 
-    openvica scenarios test DATASET --detector openvica_sim.scenarios.examples.color_detector:detect
+    openvica scenarios test DATASET --detector openvica_sim.scenarios.examples.car_detector:detect
     openvica scenarios test DATASET --detector path/to/my_detector.py:detect --out report/ --batch-size 32
 
 A detector is any callable `detect(frames: uint8 (B, H, W, 3)) -> list (per frame) of lists of {"category": str,
@@ -39,7 +39,7 @@ from .dataset import (CATEGORIES, GROUND_TRUTH, PSEUDO_DIR, SLICE_KEYS, Scenario
                       clip_dir, coco_results, safe_name, seed_owners, write_frame_labels, write_predictions)
 from .scoring import coco_scores, real_vs_generated
 
-EXAMPLE_DETECTOR = "openvica_sim.scenarios.examples.color_detector:detect"
+EXAMPLE_DETECTOR = "openvica_sim.scenarios.examples.car_detector:detect"
 SLICES = (*SLICE_KEYS, "surprise_decile")  # clips.parquet columns the metrics are sliced by
 SLICE_TITLES = {"weather": "weather", "timeofday": "time of day", "scene": "scene",
                 "surprise_decile": "surprise decile"}
@@ -51,7 +51,9 @@ PLOTS = {  # <name>.png in the report folder: what it shows (report.md's caption
     "surprise_deciles": "the detector's numbers from the least (0) to the most (9) surprising clips",
     "branch_agreement": "mean F1 between branches of one fork on each generated frame (they drift apart over time)",
     "scores": "distribution of detection scores on seed and on generated frames",
+    "detections": "the first clips with the detector's boxes (white) and the seed frames' ground truth (green)",
 }
+SHEET_CLIPS = 4  # rows of detections.png
 
 
 @dataclass(frozen=True)
@@ -525,8 +527,36 @@ def write_report(out: str | os.PathLike, metrics: dict, clips: list[ClipDetectio
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / METRICS_FILE, json.dumps(metrics, indent=2))
     _plot_all(out, metrics, clips)
+    _detections_sheet(out / "detections.png", ScenarioDataset(metrics["dataset"]), clips[:SHEET_CLIPS])
     atomic_write_text(out / REPORT_FILE, _report_markdown(metrics))
     return out / REPORT_FILE
+
+
+def _detections_sheet(path: Path, dataset: ScenarioDataset, clips: list[ClipDetections]) -> None:
+    """A contact sheet of `clips`, one per row, each frame with the detector's boxes (white, score above) and, on
+    the labelled seed frames, their ground truth (green): what a person checks before trusting the numbers."""
+    from PIL import Image, ImageDraw
+
+    from openvica_sim.video_io import write_contact_sheet
+
+    rows, labels = [], []
+    for c in clips:
+        truth = dataset.seed_labels(c.row["clip_id"])
+        drawn = []
+        for i, frame in enumerate(dataset.frames(c.row["clip_id"])):
+            image = Image.fromarray(frame)
+            draw = ImageDraw.Draw(image)
+            for b in truth.get(i, []):
+                draw.rectangle([b["box2d"][k] for k in BOX_KEYS], outline=(40, 220, 60), width=2)
+            for b in c.labels[i]:
+                box = [b["box2d"][k] for k in BOX_KEYS]
+                draw.rectangle(box, outline=(255, 255, 255), width=1)
+                draw.text((box[0], max(box[1] - 10, 0)), f"{b['score']:.2f}", fill=(255, 255, 255))
+            drawn.append(np.asarray(image))
+        rows.append(np.stack(drawn))
+        labels.append(f"{c.row['clip_id']} ({c.row.get('weather')}, {c.row.get('timeofday')})")
+    if rows:
+        write_contact_sheet(path, rows, labels=labels, num_seed_frames=clips[0].row["num_seed_frames"])
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:

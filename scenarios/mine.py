@@ -1,6 +1,6 @@
 """`openvica scenarios mine`: rank the real clips of a token store by surprise, to find the rare moments in fleet data.
 
-    openvica scenarios mine --seeds bdd-val.zarr --bundle BUNDLE --out surprise.parquet --by max --top 8
+    openvica scenarios mine --clips bdd-val.zarr --bundle BUNDLE --out surprise.parquet --by max --top 8
 
 Every clip is scored by the world model under teacher forcing (`Simulator.score`): a frame's surprise is the mean
 over its codes of -log p(code | prompt, the frames before it), softmax over the K codes at temperature 1, the number
@@ -120,8 +120,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "generated frames) in sliding windows of 16 frames; write one row per clip, ranked, to a parquet file and "
         "a contact sheet of the top clips around their most surprising frame (FILE_top.png beside it); print a "
         "JSON summary.",
-        epilog="example: openvica scenarios mine --seeds bdd-val.zarr --bundle BUNDLE --out surprise.parquet")
-    p.add_argument("--seeds", required=True, metavar="STORE", help="token store to mine (openvica data ingest --out)")
+        epilog="example: openvica scenarios mine --clips bdd-val.zarr --bundle BUNDLE --out surprise.parquet")
+    p.add_argument("--clips", required=True, metavar="STORE", help="token store to mine (openvica data ingest --out)")
     p.add_argument("--bundle", required=True, metavar="DIR",
                    help="simulator bundle whose tokenizer made the store (same 16x16 grid and codebook)")
     p.add_argument("--out", required=True, metavar="FILE.parquet", help="the ranked table; FILE_top.png goes beside it")
@@ -142,7 +142,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def command(args) -> int:
     """`openvica scenarios mine`: run `mine` and print a JSON summary on stdout."""
     started = time.perf_counter()
-    table = mine(args.seeds, args.bundle, args.out, batch_size=args.batch_size, stride=args.stride, by=args.by,
+    table = mine(args.clips, args.bundle, args.out, batch_size=args.batch_size, stride=args.stride, by=args.by,
                  top=args.top, limit=args.limit, device=args.device, progress=not args.quiet)
     provenance = json.loads(table.schema.metadata[b"openvica"])
     surprise = [v for row in table.column("surprise").to_pylist() for v in row]

@@ -13,15 +13,13 @@ score units): generated frames of a slice are trustworthy for that detector wher
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 
 import numpy as np
 
-from .dataset import LABELS_DIR, image_ids
+from openvica_sim.metrics.detection import coco_eval, load_coco
 
-COCO_STATS = {"AP": 0, "AP50": 1, "AP75": 2, "AR100": 8}  # indices into COCOeval.stats (bbox)
+from .dataset import LABELS_DIR, image_ids
 
 
 def coco_scores(root: str | Path, rows: list[dict], all_rows: list[dict], results: list[dict],
@@ -29,64 +27,20 @@ def coco_scores(root: str | Path, rows: list[dict], all_rows: list[dict], result
     """{"overall": scores, "slices": {key: {value: scores}}}; scores = {"images", "AP", "AP50", "AP75", "AR100",
     "per_class": {category: {"AP", "AP50", "boxes"}}} over the labelled frames of `rows` (the tested clips), None
     where there is nothing to score. `results`: the COCO results of their predictions."""
-    from pycocotools.coco import COCO
-
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints as it loads
-        truth = COCO(str(Path(root) / LABELS_DIR / "coco.json"))
+    truth = load_coco(Path(root) / LABELS_DIR / "coco.json")
     ids = image_ids(all_rows)
     in_truth = set(truth.getImgIds())
     labelled = {i for i in in_truth if truth.imgs[i].get("labelled")}
     results = [r for r in results if r["image_id"] in in_truth]  # --all: unselected clips are not in the exports
     by_clip = {row["clip_id"]: {ids[(row["clip_id"], i)] for i in range(row["num_frames"])} & labelled for row in rows}
-    out = {"overall": _scores(truth, results, set().union(*by_clip.values()) if by_clip else set()), "slices": {}}
+    out = {"overall": coco_eval(truth, results, set().union(*by_clip.values()) if by_clip else set()), "slices": {}}
     for key in slices:
         groups: dict[str, set] = {}
         for row in rows:
             value = "unknown" if row.get(key) is None else str(row[key])
             groups.setdefault(value, set()).update(by_clip[row["clip_id"]])
-        out["slices"][key] = {value: _scores(truth, results, images) for value, images in groups.items()}
+        out["slices"][key] = {value: coco_eval(truth, results, images) for value, images in groups.items()}
     return out
-
-
-def _scores(truth, results: list[dict], images: set) -> dict | None:
-    if not images or not truth.getAnnIds(imgIds=list(images), iscrowd=False):
-        return None
-    from pycocotools.cocoeval import COCOeval
-
-    mine = [r for r in results if r["image_id"] in images]
-    with contextlib.redirect_stdout(io.StringIO()):
-        predicted = truth.loadRes(mine) if mine else None
-        if predicted is None:  # no detection at all on these frames: AP and AR are 0 where ground truth exists
-            return {"images": len(images), **{k: 0.0 for k in COCO_STATS},
-                    "per_class": {truth.cats[cat]["name"]: {"AP": 0.0, "AP50": 0.0, "boxes": n}
-                                  for cat, n in _class_boxes(truth, images).items()}}
-        evaluation = COCOeval(truth, predicted, "bbox")
-        evaluation.params.imgIds = sorted(images)
-        evaluation.evaluate()
-        evaluation.accumulate()
-        evaluation.summarize()
-    out = {"images": len(images), **{k: _value(evaluation.stats[i]) for k, i in COCO_STATS.items()}}
-    # per class: precision (T IoUs, R recall points, K classes, A areas, M max dets); area "all", 100 detections
-    precision = evaluation.eval["precision"][:, :, :, 0, -1]
-    out["per_class"] = {}
-    boxes_of = _class_boxes(truth, images)
-    for k, cat in enumerate(evaluation.params.catIds):
-        if cat in boxes_of:
-            boxes, p = boxes_of[cat], precision[:, :, k]
-            out["per_class"][truth.cats[cat]["name"]] = {
-                "AP": _value(np.mean(p[p > -1])) if (p > -1).any() else None,
-                "AP50": _value(np.mean(p[0][p[0] > -1])) if (p[0] > -1).any() else None, "boxes": boxes}
-    return out
-
-
-def _class_boxes(truth, images: set) -> dict[int, int]:
-    """{category id: ground-truth boxes (not ignore regions) on `images`} for the classes that have any."""
-    counts = {cat: len(truth.getAnnIds(imgIds=sorted(images), catIds=[cat], iscrowd=False)) for cat in truth.getCatIds()}
-    return {cat: n for cat, n in counts.items() if n}
-
-
-def _value(x: float) -> float | None:
-    return None if x is None or x < 0 else float(x)  # COCOeval's -1: nothing to score
 
 
 def real_vs_generated(clips, slices: tuple[str, ...]) -> dict:

@@ -1,12 +1,12 @@
 """Scenario specs: what to generate, as YAML under scenarios/conf/spec/ (docs/design.md "Scenarios").
 
-    openvica scenarios generate --spec night-rain --out DIR fork.branches=4 seeds.limit=20   # a packaged spec
+    openvica scenarios generate --spec night-rain --out DIR fork.branches=4 clips.limit=20   # a packaged spec
     openvica scenarios generate --spec my-spec.yaml --out DIR                                 # a file of yours
 
 A spec is read with Hydra (a packaged name or a path, then `key=value` overrides in Hydra's grammar), validated into
 the frozen dataclasses below (every error reported at once, each naming its field), and content-hashed: the hash
-covers what decides the samples' content (seed query, fork, horizon, sampling, ego program), not the name, the
-selection, the gates, the exports or the batch size, so re-selecting or re-batching a dataset keeps its seeds.
+covers what decides the samples' content (clip query, fork, horizon, sampling, ego program), not the name, the
+selection, the gates, the exports or the batch size, so re-selecting or re-batching a dataset keeps its samples.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import difflib
 import hashlib
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -24,18 +25,19 @@ SELECT_BY = ("all", "surprise", "diverse")
 LABEL_FORMATS = ("bdd", "coco")
 RANGES = ("speed_mps", "abs_yaw_rate", "decel_mps2")
 FORK_MODES = ("labelled", "auto")  # fork.at besides a frame number
+RENAMED = {"seeds": "clips"}  # old top-level field -> its name now (still read, with a DeprecationWarning)
 
 
 @dataclass(frozen=True)
-class SeedQuery:
-    """Which seed clips: attributes in lists, ego-motion ranges [min, max] (None: open) over the clip's window."""
+class ClipQuery:
+    """Which clips to start from: attributes in lists, ego-motion ranges [min, max] (None: open) over the clip's window."""
 
     where: dict = field(default_factory=dict)  # {"weather": ["rainy"], "timeofday": ["night"], ...}
     speed_mps: tuple = (None, None)  # mean ego speed over the window
     abs_yaw_rate: tuple = (None, None)  # mean |yaw rate| over the window, rad/s
     decel_mps2: tuple = (None, None)  # strongest deceleration over the window, m/s^2 (positive: braking)
-    limit: int | None = None  # at most this many seed clips, first by clip id; not part of the hash (rerun to grow)
-    source: str | None = None  # a token store or a folder of clips; `--seeds` overrides; not part of the hash
+    limit: int | None = None  # at most this many clips, first by clip id; not part of the hash (rerun to grow)
+    source: str | None = None  # a token store or a folder of clips; `--clips` overrides; not part of the hash
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,7 @@ class Scaling:
 class Spec:
     name: str = "unnamed"
     description: str = ""
-    seeds: SeedQuery = field(default_factory=SeedQuery)
+    clips: ClipQuery = field(default_factory=ClipQuery)
     fork: Fork = field(default_factory=Fork)
     horizon: int = 14  # N generated frames, the paper's 14
     sampling: Sampling = field(default_factory=Sampling)
@@ -108,10 +110,11 @@ class Spec:
     @property
     def content(self) -> dict:
         """What decides every sample's tokens: the hashed part of the spec."""
-        # not the source (`--seeds` may name the same clips at another path) nor the limit: raising it grows a
-        # dataset, every sample keeping its seed and tokens
-        seeds = {k: v for k, v in asdict(self.seeds).items() if k not in ("source", "limit")}
-        return {"seeds": seeds, "fork": asdict(self.fork), "horizon": self.horizon,
+        # not the source (`--clips` may name the same clips at another path) nor the limit: raising it grows a
+        # dataset, every sample keeping its seed and tokens. The query's key stays "seeds", its name before the
+        # clips/seeds rename, so that datasets generated before it keep their hash and resume.
+        query = {k: v for k, v in asdict(self.clips).items() if k not in ("source", "limit")}
+        return {"seeds": query, "fork": asdict(self.fork), "horizon": self.horizon,
                 "sampling": asdict(self.sampling), "ego": asdict(self.ego)}
 
     @property
@@ -161,6 +164,7 @@ def load_spec(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) ->
                                     f"{f'; did you mean {close[0]!r}' if close else ''}? packaged: "
                                     f"{packaged_specs()}, or pass a .yaml path")
         config_dir, config_name = SPEC_DIR, name_or_path
+    overrides = [_renamed_override(o) for o in overrides]
     # The primary config puts the spec file over every default field, so any field can be overridden as key=value
     # (Hydra refuses overrides of keys a file does not have) and a spec file needs no defaults list of its own.
     store = ConfigStore.instance()
@@ -183,12 +187,29 @@ def spec_from_dict(data: dict, origin: str = "spec") -> Spec:
         ValueError: unknown fields (with the closest known one) and invalid values, each named by its dotted path.
     """
     errors: list[str] = []
+    data = dict(data)
+    for old, new in RENAMED.items():  # a spec written before the rename: its section over the defaults
+        if old in data:
+            warnings.warn(f"scenario spec {origin}: `{old}:` is now `{new}:` (the clip query); rename it",
+                          DeprecationWarning, stacklevel=2)
+            data[new] = {**(data.get(new) or {}), **(data.pop(old) or {})}
     spec = _build(Spec, data, "", errors)
     if spec is not None:
         errors += _check(spec)
     if errors:
         raise ValueError(f"invalid scenario spec {origin}:\n  " + "\n  ".join(errors))
     return spec
+
+
+def _renamed_override(override: str) -> str:
+    """`seeds.limit=3` -> `clips.limit=3` (with a DeprecationWarning): overrides written before the rename."""
+    head, dot, rest = override.partition(".")
+    prefix = head[:len(head) - len(head.lstrip("+~"))]
+    if dot and head.lstrip("+~") in RENAMED:
+        new = f"{prefix}{RENAMED[head.lstrip('+~')]}.{rest}"
+        warnings.warn(f"spec override {override!r} is now {new!r} (the clip query)", DeprecationWarning, stacklevel=3)
+        return new
+    return override
 
 
 def _build(cls, data, prefix: str, errors: list[str]):
@@ -215,7 +236,7 @@ def _build(cls, data, prefix: str, errors: list[str]):
         return None
 
 
-_NESTED = {(Spec, "seeds"): SeedQuery, (Spec, "fork"): Fork, (Spec, "sampling"): Sampling, (Spec, "ego"): Ego,
+_NESTED = {(Spec, "clips"): ClipQuery, (Spec, "fork"): Fork, (Spec, "sampling"): Sampling, (Spec, "ego"): Ego,
            (Spec, "select"): Select, (Spec, "gates"): Gates, (Spec, "export"): Export, (Spec, "scaling"): Scaling}
 
 
@@ -231,23 +252,23 @@ def _check(spec: Spec) -> list[str]:
                 low < value <= high if open_low else low <= value <= high):
             e.append(f"{name}={value!r} must be a number in {'(' if open_low else '['}{low}, {high}]")
 
-    q = spec.seeds
+    q = spec.clips
     if not isinstance(q.where, dict):
-        e.append(f"seeds.where={q.where!r} must map attribute names to lists of values")
+        e.append(f"clips.where={q.where!r} must map attribute names to lists of values")
     else:
         for key, values in q.where.items():
             if not isinstance(values, (list, tuple)) or not values:
-                e.append(f"seeds.where.{key}={values!r} selects nothing: give a non-empty list of values, or drop "
+                e.append(f"clips.where.{key}={values!r} selects nothing: give a non-empty list of values, or drop "
                          f"the key to accept any {key}")
     for name in RANGES:
         bounds = getattr(q, name)
         if not isinstance(bounds, (list, tuple)) or len(bounds) != 2 or any(
                 b is not None and (not isinstance(b, (int, float)) or isinstance(b, bool)) for b in bounds):
-            e.append(f"seeds.{name}={bounds!r} must be [min, max], numbers or null (open)")
+            e.append(f"clips.{name}={bounds!r} must be [min, max], numbers or null (open)")
         elif None not in bounds and bounds[0] > bounds[1]:
-            e.append(f"seeds.{name}={list(bounds)}: min > max selects nothing")
+            e.append(f"clips.{name}={list(bounds)}: min > max selects nothing")
     if q.limit is not None:
-        integer(q.limit, "seeds.limit", 1)
+        integer(q.limit, "clips.limit", 1)
     integer(spec.fork.seed_frames, "fork.seed_frames", 2)
     if spec.fork.at not in FORK_MODES:
         integer(spec.fork.at, "fork.at", 0)

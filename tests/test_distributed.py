@@ -130,7 +130,7 @@ def test_eval_video_rollouts_on_the_pool_equal_the_in_process_evaluation(pool, b
     from openvica_sim import embedded
     from openvica_sim.evaluation import VideoEvalSettings, evaluate_video
 
-    common = dict(bundle=bundle_dir, clips=str(embedded.seeds_path()), limit=3, num_frames=2, top_k=[1, 20],
+    common = dict(bundle=bundle_dir, clips=str(embedded.clips_path()), limit=3, num_frames=2, top_k=[1, 20],
                   decoders=["dec"], transcode=False, batch_size=2)
     local = evaluate_video(VideoEvalSettings(**common), tmp_path / "local", progress=False)
     remote = evaluate_video(VideoEvalSettings(**common), tmp_path / "ray", progress=False, pool=pool)

@@ -11,7 +11,7 @@ import torch
 
 from openvica_sim import embedded
 from openvica_sim.bundle import load_bundle
-from openvica_sim.envs.seeds import FolderSeedSource
+from openvica_sim.data.clips import FolderClips
 from openvica_sim.evaluation import VideoEvalSettings, evaluate_video
 from openvica_sim.metrics.reconstruction import mse
 
@@ -26,7 +26,7 @@ def bundle():
 @pytest.fixture(scope="module")
 def evaluation(tmp_path_factory):
     """The harness on the first 3 shipped clips, 4 predicted frames, both decoders, the bundle's top-k."""
-    result = evaluate_video(VideoEvalSettings(bundle=str(embedded.bundle_path()), clips=str(embedded.seeds_path()),
+    result = evaluate_video(VideoEvalSettings(bundle=str(embedded.bundle_path()), clips=str(embedded.clips_path()),
                                               limit=CLIPS, num_frames=STEPS), tmp_path_factory.mktemp("embedded"),
                             progress=False)
     return {(r["system"], r["k"], r["decoder"]): r for r in result["results"]}
@@ -55,8 +55,8 @@ def test_rollouts_keep_the_road(bundle, evaluation):
     """Each clip's rollout is nearer its own continuation than the same frames of a different clip."""
     from openvica_sim.simulator import Simulator
 
-    seeds = FolderSeedSource(embedded.seeds_path())
-    clips = np.stack([seeds.frames(i, 2 + STEPS) for i in seeds.clip_ids[:CLIPS]])
+    source = FolderClips(embedded.clips_path())
+    clips = np.stack([source.frames(i, 2 + STEPS) for i in source.clip_ids[:CLIPS]])
     out = Simulator(bundle).rollout(clips[:, :2], STEPS, seeds=list(range(CLIPS)))
     for i in range(CLIPS):
         own = mse(out.frames[i], clips[i, 2:]).mean()
@@ -70,7 +70,7 @@ def test_rollouts_keep_the_road(bundle, evaluation):
 def test_gym_make_runs_the_embedded_default():
     env = gym.make("OpenViCA-v0")
     obs, info = env.reset(seed=0)
-    assert info["clip_id"] in FolderSeedSource(embedded.seeds_path()).clip_ids
+    assert info["clip_id"] in FolderClips(embedded.clips_path()).clip_ids
     assert env.unwrapped.bundle.world_model.config.codebook_size == 1024
     obs, *_ = env.step(env.action_space.sample())
     assert obs.shape == (256, 256, 3) and obs.dtype == np.uint8

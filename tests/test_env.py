@@ -14,7 +14,7 @@ import openvica_sim
 from openvica_sim.bundle import create_random_bundle, save_bundle
 from openvica_sim.data.synthetic import Drive, render_clip
 from openvica_sim.envs import OpenViCAEnv, register_envs
-from openvica_sim.envs.seeds import FolderSeedSource, SyntheticSeedSource
+from openvica_sim.data.clips import FolderClips, SyntheticClips
 from openvica_sim.frames import model_view, postprocess, preprocess
 from openvica_sim.video_io import write_image, write_video
 
@@ -89,7 +89,7 @@ def test_env_without_arguments_runs_the_embedded_default_on_its_held_out_clips()
 
     env = gym.make(ENV_ID)
     obs, info = env.reset(seed=0)
-    assert info["clip_id"] in FolderSeedSource(embedded.seeds_path()).clip_ids
+    assert info["clip_id"] in FolderClips(embedded.clips_path()).clip_ids
     obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
     assert obs.shape == (256, 256, 3) and obs.dtype == np.uint8
     assert (reward, terminated, truncated) == (0.0, False, False)
@@ -138,17 +138,17 @@ def test_an_ingested_store_seeds_episodes_by_its_clip_ids(bundle_dir, frame_stor
 
     store = TokenStore(frame_store)
     clip_id = store.clip_ids[1]
-    env = gym.make(ENV_ID, bundle=bundle_dir, seeds=str(frame_store))
+    env = gym.make(ENV_ID, bundle=bundle_dir, clips=str(frame_store))
     obs, info = env.reset(options={"clip": clip_id, "seed_frames": 3})
     assert info["clip_id"] == clip_id and info["frame_index"] == 2
     assert np.array_equal(obs, store.clip(clip_id, keys=("frames",))["frames"][2])
 
 
 def test_reset_option_clip_seeds_the_episode_with_that_clips_first_frames(bundle_dir):
-    env = gym.make(ENV_ID, bundle=bundle_dir, seeds=SyntheticSeedSource())
+    env = gym.make(ENV_ID, bundle=bundle_dir, clips=SyntheticClips())
     obs, info = env.reset(options={"clip": "synthetic-003", "seed_frames": 3})
     assert info["clip_id"] == "synthetic-003" and info["frame_index"] == 2
-    assert np.array_equal(obs, SyntheticSeedSource().frames("synthetic-003")[2])
+    assert np.array_equal(obs, SyntheticClips().frames("synthetic-003")[2])
 
 
 def test_step_emits_the_next_frame_with_its_tokens_surprise_and_index(episode):
@@ -226,15 +226,15 @@ def test_set_state_branches_futures_that_repeat_with_the_same_seed_and_differ_wi
     assert not np.array_equal(other[1][4]["tokens"], first[1][4]["tokens"])
 
 
-# ---- seed sources ---------------------------------------------------------------------------------
-def test_folder_seed_source_reads_frame_folders_and_videos_at_4_fps(bundle_dir, tmp_path):
+# ---- clip sources ---------------------------------------------------------------------------------
+def test_a_folder_of_clips_reads_frame_folders_and_videos_at_4_fps(bundle_dir, tmp_path):
     clip = render_clip(Drive(speed_mps=10.0), 4)
     (tmp_path / "frames-clip").mkdir()
     for i, frame in enumerate(clip):
         write_image(tmp_path / "frames-clip" / f"{i:03d}.png", frame)
     write_video(tmp_path / "video-clip.mp4", np.repeat(clip, 2, axis=0), fps=8)  # 8 fps: read every 2nd frame
-    env = gym.make(ENV_ID, bundle=bundle_dir, seeds=str(tmp_path))
-    assert env.unwrapped.seed_source.clip_ids == ["frames-clip", "video-clip"]
+    env = gym.make(ENV_ID, bundle=bundle_dir, clips=str(tmp_path))
+    assert env.unwrapped.clip_source.clip_ids == ["frames-clip", "video-clip"]
     obs, info = env.reset(options={"clip": "frames-clip"})
     assert np.array_equal(obs, clip[1])
     obs, info = env.reset(options={"clip": "video-clip"})
@@ -247,9 +247,9 @@ def test_missing_bundle_raises_file_not_found(tmp_path):
         gym.make(ENV_ID, bundle=str(tmp_path / "missing"))
 
 
-def test_a_missing_seed_store_raises_file_not_found(bundle_dir, tmp_path):
+def test_a_missing_clip_store_raises_file_not_found(bundle_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match="no token store"):
-        gym.make(ENV_ID, bundle=bundle_dir, seeds=str(tmp_path / "clips.zarr"))
+        gym.make(ENV_ID, bundle=bundle_dir, clips=str(tmp_path / "clips.zarr"))
 
 
 def test_a_tokens_only_store_is_refused_with_the_ingest_option_that_adds_frames(bundle_dir, tmp_path):
@@ -264,11 +264,11 @@ def test_a_tokens_only_store_is_refused_with_the_ingest_option_that_adds_frames(
     writer.set_complete(True)
     consolidate(root)
     with pytest.raises(ValueError, match="--store-frames"):
-        gym.make(ENV_ID, bundle=bundle_dir, seeds=str(root))
+        gym.make(ENV_ID, bundle=bundle_dir, clips=str(root))
 
 
 def test_unknown_clip_id_names_valid_ones(bundle_dir):
-    env = gym.make(ENV_ID, bundle=bundle_dir, seeds=SyntheticSeedSource())
+    env = gym.make(ENV_ID, bundle=bundle_dir, clips=SyntheticClips())
     with pytest.raises(ValueError, match="'synthetic-099'.*did you mean.*'synthetic-000'"):
         env.reset(options={"clip": "synthetic-099"})
 

@@ -38,7 +38,7 @@ def ego_probe(tmp_path_factory):
 def settings(bundle_dir, feature_networks, **overrides):
     nets = FeatureNetworks(inception=feature_networks["inception"], i3d=feature_networks["i3d"],
                            clip_model=feature_networks["clip"], lpips_net=feature_networks["alexnet"])
-    return VideoEvalSettings(**{"bundle": bundle_dir, "clips": str(embedded.seeds_path()), "limit": 2,
+    return VideoEvalSettings(**{"bundle": bundle_dir, "clips": str(embedded.clips_path()), "limit": 2,
                                 "num_frames": N, "top_k": [1, 10], "networks": nets, **overrides})
 
 
@@ -113,11 +113,11 @@ def test_another_evaluation_in_the_same_folder_is_refused(evaluated, bundle_dir,
 
 def test_the_evaluations_rollouts_are_the_simulators(evaluated, bundle_dir, test_bundle):
     out, _ = evaluated
-    from openvica_sim.envs.seeds import FolderSeedSource
+    from openvica_sim.data.clips import FolderClips
 
-    seeds = FolderSeedSource(embedded.seeds_path())
-    clip_id = seeds.clip_ids[0]
-    frames = seeds.frames(clip_id, 2)[None]
+    source = FolderClips(embedded.clips_path())
+    clip_id = source.clip_ids[0]
+    frames = source.frames(clip_id, 2)[None]
     expected = Simulator(test_bundle, top_k=10).rollout(frames, N, seeds=[sampler_seed(0, clip_id)])
     with np.load(out / "rollouts" / "k10" / f"{clip_id}.npz") as cached:
         np.testing.assert_array_equal(cached["tokens"][:N], expected.tokens[0])
@@ -139,7 +139,7 @@ def test_the_top_k_sweep_prefills_each_batch_of_clips_once(bundle_dir, feature_n
 
 
 def test_a_metric_without_its_network_is_null_and_listed_with_its_flag(bundle_dir, tmp_path):
-    result = evaluate_video(VideoEvalSettings(bundle=bundle_dir, clips=str(embedded.seeds_path()), limit=2,
+    result = evaluate_video(VideoEvalSettings(bundle=bundle_dir, clips=str(embedded.clips_path()), limit=2,
                                               num_frames=2, decoders=["dec"]), tmp_path, progress=False)
     row = result["results"][2]
     assert row["system"] == "tok+wm+dec" and row["fid"] is None and row["fvd"] is None and row["cmmd"] is None and row["lpips"] is None
@@ -149,7 +149,7 @@ def test_a_metric_without_its_network_is_null_and_listed_with_its_flag(bundle_di
 
 
 def test_adherence_of_a_bundle_that_ignores_commands_is_exactly_chance(bundle_dir, ego_probe, tmp_path):
-    result = evaluate_video(VideoEvalSettings(bundle=bundle_dir, clips=str(embedded.seeds_path()), limit=3,
+    result = evaluate_video(VideoEvalSettings(bundle=bundle_dir, clips=str(embedded.clips_path()), limit=3,
                                               num_frames=2, decoders=["dec"], transcode=False, ego_probe=ego_probe),
                             tmp_path, progress=False)
     adherence = result["adherence"]
@@ -170,7 +170,7 @@ def test_adherence_with_commands_the_world_model_cannot_tell_apart_is_chance(act
         rows = bundle.world_model.llama.model.embed_tokens.weight[first:first + coding.num_ids]
         rows[:] = rows[0]
     path = save_bundle(bundle, tmp_path / "bundle")
-    result = evaluate_video(VideoEvalSettings(bundle=str(path), clips=str(embedded.seeds_path()), limit=3,
+    result = evaluate_video(VideoEvalSettings(bundle=str(path), clips=str(embedded.clips_path()), limit=3,
                                               num_frames=2, decoders=["dec"], transcode=False, ego_probe=ego_probe),
                             tmp_path / "eval", progress=False)
     assert result["adherence"]["action_conditioned"] is True

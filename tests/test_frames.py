@@ -139,3 +139,17 @@ def test_a_short_side_below_the_crop_size_is_rejected():
 def test_postprocess_rejects_channels_last_input():
     with pytest.raises(ValueError, match=r"\(\.\.\., 3, H, W\)"):
         postprocess(torch.zeros(256, 256, 3))
+
+
+def test_the_crop_view_maps_camera_pixels_to_the_model_view_and_back():
+    from openvica_sim.frames import CropView, boxes_to_model_view
+
+    view = CropView.of(720, 1280)  # the paper's 0.5 downscale to 640x360, then the centre 256 crop
+    assert (view.scale_x, view.scale_y, view.left, view.top) == (0.5, 0.5, 192, 52)
+    camera_box = {"x1": 500.0, "y1": 300.0, "x2": 700.0, "y2": 420.0}
+    model_box = view.to_model(camera_box)
+    assert model_box == {"x1": 58.0, "y1": 98.0, "x2": 158.0, "y2": 158.0}
+    assert boxes_to_model_view([{"box2d": camera_box}], 720, 1280)[0]["box2d"] == model_box
+    assert view.to_camera(model_box) == camera_box
+    assert CropView.from_dict(view.as_dict()) == view
+    assert CropView.of(256, 256).to_camera(model_box) == model_box  # a frame already at the view: the identity

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from openvica_sim.scenarios import dataset as ds
-from openvica_sim.scenarios.seeds import SeedInfo, open_seeds, select
+from openvica_sim.data.clips import ClipInfo, open_clips
+from openvica_sim.scenarios.query import select
 from openvica_sim.scenarios.spec import load_spec, packaged_specs, spec_from_dict
 
-TINY = ["~seeds.where", "seeds.limit=2", "fork.branches=2", "horizon=3"]  # 2 seed clips x 2 branches x 3 frames
+TINY = ["~clips.where", "clips.limit=2", "fork.branches=2", "horizon=3"]  # 2 seed clips x 2 branches x 3 frames
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def scenario_inputs(tmp_path_factory, test_bundle):
 def generate(inputs, out, *overrides, spec="night-rain"):
     from openvica_sim.scenarios.generate import generate as run
 
-    return run(load_spec(spec, [*TINY, *overrides]), out, bundle=inputs["bundle"], seeds=inputs["store"],
+    return run(load_spec(spec, [*TINY, *overrides]), out, bundle=inputs["bundle"], clips=inputs["store"],
                progress=False)
 
 
@@ -60,16 +61,16 @@ def test_every_packaged_spec_loads_and_at_least_five_ship():
 
 
 def test_fields_are_overridable_on_the_command_line():
-    spec = load_spec("night-rain", ["fork.branches=3", "sampling.top_k=50", "ego.program=brake", "seeds.limit=7"])
-    assert (spec.fork.branches, spec.sampling.top_k, spec.ego.program, spec.seeds.limit) == (3, 50, "brake", 7)
+    spec = load_spec("night-rain", ["fork.branches=3", "sampling.top_k=50", "ego.program=brake", "clips.limit=7"])
+    assert (spec.fork.branches, spec.sampling.top_k, spec.ego.program, spec.clips.limit) == (3, 50, "brake", 7)
 
 
 @pytest.mark.parametrize("override, field", [
     ("+colour=red", "colour: unknown field"),
-    ("seeds.where.weather=[]", "seeds.where.weather=[] selects nothing"),
+    ("clips.where.weather=[]", "clips.where.weather=[] selects nothing"),
     ("horizon=-2", "horizon=-2 must be an integer >= 1"),
     ("ego.program=brak", "did you mean 'brake'"),
-    ("seeds.speed_mps=[10,5]", "seeds.speed_mps=[10, 5]: min > max"),
+    ("clips.speed_mps=[10,5]", "clips.speed_mps=[10, 5]: min > max"),
 ])
 def test_invalid_specs_fail_with_a_message_naming_the_field(override, field):
     with pytest.raises(ValueError, match="invalid scenario spec") as e:
@@ -78,9 +79,9 @@ def test_invalid_specs_fail_with_a_message_naming_the_field(override, field):
 
 
 def test_a_spec_file_of_ones_own_needs_only_the_fields_it_changes(tmp_path):
-    (tmp_path / "mine.yaml").write_text("name: mine\nhorizon: 5\nseeds: {where: {weather: [snowy]}}\n")
+    (tmp_path / "mine.yaml").write_text("name: mine\nhorizon: 5\nclips: {where: {weather: [snowy]}}\n")
     spec = load_spec(str(tmp_path / "mine.yaml"), ["fork.branches=2"])
-    assert (spec.name, spec.horizon, spec.fork.branches, spec.seeds.where) == ("mine", 5, 2, {"weather": ["snowy"]})
+    assert (spec.name, spec.horizon, spec.fork.branches, spec.clips.where) == ("mine", 5, 2, {"weather": ["snowy"]})
 
 
 def test_the_hash_covers_the_samples_content_not_the_name_selection_or_batch_size():
@@ -94,22 +95,22 @@ def test_the_hash_covers_the_samples_content_not_the_name_selection_or_batch_siz
 # ---- the seed query -----------------------------------------------------------------------------------------------
 
 def _info(clip_id, weather, speed, num_frames=20, labelled=()):
-    return SeedInfo(clip_id, {"weather": weather, "timeofday": "night", "scene": "highway"}, num_frames,
+    return ClipInfo(clip_id, {"weather": weather, "timeofday": "night", "scene": "highway"}, num_frames,
                     np.full(num_frames, speed, np.float32), np.zeros(num_frames, np.float32), list(labelled))
 
 
 def test_a_seed_query_selects_exactly_the_clips_whose_attributes_and_ego_motion_match():
     clips = [_info("d", "rainy", 12.0), _info("a", "rainy", 3.0), _info("c", "snowy", 20.0),
              _info("b", "rainy", 25.0), _info("e", "rainy", float("nan")), _info("f", "rainy", 15.0, num_frames=1)]
-    spec = spec_from_dict({"seeds": {"where": {"weather": ["rainy"]}, "speed_mps": [10, None]}})
+    spec = spec_from_dict({"clips": {"where": {"weather": ["rainy"]}, "speed_mps": [10, None]}})
     assert [m.clip_id for m in select(clips, spec)] == ["b", "d"]  # by id; unknown speed and too-short clips fail
-    assert [m.clip_id for m in select(clips, spec_from_dict({"seeds": {"limit": 2}}))] == ["a", "b"]
+    assert [m.clip_id for m in select(clips, spec_from_dict({"clips": {"limit": 2}}))] == ["a", "b"]
 
 
 def test_deceleration_is_measured_at_the_clips_own_frame_rate():
     from dataclasses import replace
 
-    from openvica_sim.scenarios.seeds import ego_stats
+    from openvica_sim.scenarios.query import ego_stats
 
     braking = _info("x", "rainy", 0.0)
     braking.speed_mps[:] = 20.0 - np.arange(20)  # 1 m/s less each frame
@@ -138,8 +139,8 @@ def test_the_query_over_a_token_store_reads_the_stores_attributes(scenario_input
 
     store = TokenStore(scenario_inputs["store"])
     night = sorted(c["clip_id"] for c in store.clips if c["attributes"]["timeofday"] == "night")
-    spec = spec_from_dict({"seeds": {"where": {"timeofday": ["night"]}}})
-    assert [m.clip_id for m in select(open_seeds(scenario_inputs["store"]).clips(), spec)] == night
+    spec = spec_from_dict({"clips": {"where": {"timeofday": ["night"]}}})
+    assert [m.clip_id for m in select(open_clips(scenario_inputs["store"]).infos(), spec)] == night
 
 
 # ---- generation ---------------------------------------------------------------------------------------------------
@@ -181,7 +182,7 @@ def test_a_run_killed_mid_way_and_rerun_gives_the_uninterrupted_dataset(dataset,
     out, _ = dataset
     killed = tmp_path / "killed"
     command = [sys.executable, "-m", "openvica_sim.scenarios.generate", "--spec", "night-rain", "--out", str(killed),
-               "--bundle", str(scenario_inputs["bundle"]), "--seeds", str(scenario_inputs["store"]), *TINY,
+               "--bundle", str(scenario_inputs["bundle"]), "--clips", str(scenario_inputs["store"]), *TINY,
                "batch_size=1"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -232,7 +233,7 @@ def test_seed_frames_carry_their_ground_truth_and_generated_frames_none(scenario
     from openvica_sim.data.store import TokenStore
 
     out = tmp_path / "labelled"
-    generate(scenario_inputs, out, "fork.at=labelled", "fork.branches=1", "horizon=2", "seeds.limit=3")
+    generate(scenario_inputs, out, "fork.at=labelled", "fork.branches=1", "horizon=2", "clips.limit=3")
     coco = COCO(str(out / ds.LABELS_DIR / "coco.json"))
     images = {i["id"]: i for i in coco.loadImgs(coco.getImgIds())}
     annotations = coco.loadAnns(coco.getAnnIds())
@@ -263,7 +264,7 @@ def test_real_bdd100k_categories_reach_coco_as_the_ten_classes_and_ignore_region
     ingest(tmp_path / "bdd", "train", tmp_path / "store.zarr", test_bundle, progress=False)
     inputs = {"bundle": save_bundle(test_bundle, tmp_path / "bundle"), "store": tmp_path / "store.zarr"}
     out = tmp_path / "real-names"
-    generate(inputs, out, "fork.at=labelled", "fork.branches=1", "horizon=2", "seeds.limit=3")
+    generate(inputs, out, "fork.at=labelled", "fork.branches=1", "horizon=2", "clips.limit=3")
     assert json.loads((out / ds.MANIFEST).read_text())["status"] == "complete"
     coco = COCO(str(out / ds.LABELS_DIR / "coco.json"))
     annotations = coco.loadAnns(coco.getAnnIds())
@@ -272,6 +273,16 @@ def test_real_bdd100k_categories_reach_coco_as_the_ten_classes_and_ignore_region
     assert len(annotations) % len(names) == 0
     assert {(by_name[a["category_id"]], a["iscrowd"]) for a in annotations} == {
         ("pedestrian", 1), ("pedestrian", 0), ("motorcycle", 0), ("truck", 1), ("car", 0)}  # ignored: iscrowd
+    # every box also in the 1280x720 camera frame's pixels: x2 and +192 (the 0.5 downscale, the centre crop)
+    image = coco.loadImgs(annotations[0]["image_id"])[0]
+    assert (image["camera"]["camera_width"], image["camera"]["camera_height"]) == (1280, 720)
+    for a in annotations:
+        x, y, w, h = a["bbox"]
+        assert a["bbox_camera"] == pytest.approx([(x + 192) * 2, (y + 52) * 2, w * 2, h * 2], abs=0.02)
+    det = json.loads((out / ds.LABELS_DIR / "det.json").read_text())
+    back = {tuple(round(b["box2d_camera"][k]) for k in ("x1", "y1", "x2", "y2")) for f in det for b in f["labels"]}
+    raw = {tuple(round(b["box2d"][k]) for k in ("x1", "y1", "x2", "y2")) for r in records for b in r["labels"]}
+    assert back & raw  # a box wholly inside the crop comes back as det_20 has it
 
 
 @pytest.mark.parametrize("layout", ["det_20", "legacy"])
@@ -307,7 +318,7 @@ def test_a_bdd100k_tree_with_every_category_goes_through_ingest_generate_and_a_d
     ingest(bdd, "train", tmp_path / "store.zarr", test_bundle, progress=False)
     inputs = {"bundle": save_bundle(test_bundle, tmp_path / "bundle"), "store": tmp_path / "store.zarr"}
     out = tmp_path / "dataset"
-    generate(inputs, out, "fork.at=labelled", "fork.branches=2", "horizon=2", "seeds.limit=3")
+    generate(inputs, out, "fork.at=labelled", "fork.branches=2", "horizon=2", "clips.limit=3")
     assert json.loads((out / ds.MANIFEST).read_text())["status"] == "complete"
     m = run_test(out, EXAMPLE_DETECTOR, progress=False)
     assert m["coco"]["overall"]["images"] > 0 and set(m["coco"]["overall"]["per_class"]) <= set(DETECTION_CLASSES)
@@ -336,22 +347,22 @@ def test_a_failing_label_export_is_recorded_and_a_rerun_only_finalizes(scenario_
 
 def test_raising_the_seed_limit_grows_the_dataset_and_keeps_every_sample(scenario_inputs, tmp_path):
     out = tmp_path / "growing"
-    generate(scenario_inputs, out, "seeds.limit=1")
+    generate(scenario_inputs, out, "clips.limit=1")
     before = all_tokens(out)
-    summary = generate(scenario_inputs, out, "seeds.limit=2")
+    summary = generate(scenario_inputs, out, "clips.limit=2")
     assert summary["samples"] == 4 and summary["samples_resumed"] == 2
     after = all_tokens(out)
     assert set(before) < set(after) and all(np.array_equal(before[c], after[c]) for c in before)
 
 
-def test_resuming_from_another_seed_source_is_refused(scenario_inputs, tmp_path):
+def test_resuming_from_another_clip_source_is_refused(scenario_inputs, tmp_path):
     import shutil
 
     out = tmp_path / "one-source"
-    generate(scenario_inputs, out, "seeds.limit=1", "fork.branches=1")
+    generate(scenario_inputs, out, "clips.limit=1", "fork.branches=1")
     other = shutil.copytree(scenario_inputs["store"], tmp_path / "other.zarr")
-    with pytest.raises(ValueError, match="seed clips of"):
-        generate({**scenario_inputs, "store": other}, out, "seeds.limit=1", "fork.branches=1")
+    with pytest.raises(ValueError, match="generated from the clips of .*resume with --clips"):
+        generate({**scenario_inputs, "store": other}, out, "clips.limit=1", "fork.branches=1")
 
 
 def test_another_spec_into_the_same_folder_is_refused(dataset, scenario_inputs):
@@ -363,8 +374,8 @@ def test_another_spec_into_the_same_folder_is_refused(dataset, scenario_inputs):
 def test_a_dry_run_counts_clips_per_slice_and_writes_nothing(scenario_inputs, tmp_path):
     from openvica_sim.scenarios.generate import generate as run
 
-    summary = run(load_spec("night-rain", ["~seeds.where", "fork.branches=4"]), tmp_path / "dry",
-                  bundle=scenario_inputs["bundle"], seeds=scenario_inputs["store"], dry_run=True)
+    summary = run(load_spec("night-rain", ["~clips.where", "fork.branches=4"]), tmp_path / "dry",
+                  bundle=scenario_inputs["bundle"], clips=scenario_inputs["store"], dry_run=True)
     assert summary["seed_clips"] == 3 and summary["samples"] == 12 and summary["frames_to_generate"] == 12 * 14
     assert sum(s["clips"] for s in summary["slices"]) == 3
     assert not (tmp_path / "dry").exists()
@@ -380,7 +391,7 @@ def test_ego_programs_are_applied_by_action_conditioned_bundles_and_recorded_oth
 
     inputs = {**scenario_inputs, "bundle": save_bundle(action_bundle, tmp_path / "action-bundle")}
     generate(inputs, tmp_path / "brake", "ego.program=brake", "+ego.params.decel_mps2=8", "fork.branches=1",
-             "seeds.limit=1", "horizon=2")
+             "clips.limit=1", "horizon=2")
     clip = ds.clip_dir(tmp_path / "brake", ds.committed_clip_ids(tmp_path / "brake")[0])
     actions = json.loads((clip / "actions.json").read_text())
     assert actions["applied"] is True and actions["speed_mps"][1] == pytest.approx(actions["speed_mps"][0] - 2.0)
@@ -415,3 +426,13 @@ def test_diversity_orders_clips_by_k_center_greedy_on_codebook_usage_or_dinov2_f
                                                             "select.exclude_flagged=false"]), out)
     assert sorted(r["diversity_rank"] for r in diverse if r["diversity_rank"] >= 0) == [0, 1]
     assert sum(r["selected"] for r in diverse) == 2
+
+
+def test_a_spec_written_before_the_clips_rename_still_loads_and_says_what_to_rename(tmp_path):
+    (tmp_path / "old.yaml").write_text("name: old\nseeds: {where: {weather: [snowy]}, limit: 3}\n")
+    with pytest.warns(DeprecationWarning, match="`seeds:` is now `clips:`"):
+        spec = load_spec(str(tmp_path / "old.yaml"))
+    assert (spec.clips.where, spec.clips.limit) == ({"weather": ["snowy"]}, 3)
+    with pytest.warns(DeprecationWarning, match="'clips.limit=5'"):
+        assert load_spec("fog", ["seeds.limit=5"]).clips.limit == 5
+    assert "seeds" in spec.content and "clips" not in spec.content  # the hashed key kept its name: old datasets resume

@@ -87,7 +87,7 @@ def make_dataset(root, scenes=SCENES, ground_truth=SEED_GROUND_TRUTH):
                "num_seed_frames": 2, "num_frames": len(frames), "ego_program": "constant", "ego_params": "{}",
                "ego_applied": False, "surprise": [1.0] * (len(frames) - 2), "surprise_mean": 1.0, "flicker": 1.0,
                "flicker_flag": False, "frozen_flag": False, "surprise_outlier": False, "diversity": 0.0,
-               "diversity_rank": len(rows), "status": "ok", "seconds": 0.1, **fields}
+               "diversity_rank": len(rows), "status": "ok", "seconds": 0.1, "camera_view": "", **fields}
         assert set(row) == set(COLUMNS)
         rows.append(row)
         folder = clip_dir(root, clip_id)
@@ -381,6 +381,25 @@ def test_det_json_has_the_bdd100k_scalabel_layout_and_the_predictions_their_own_
         assert set(label) == {"id", "category", "box2d", "score"} and set(label["box2d"]) == {"x1", "y1", "x2", "y2"}
 
 
+def test_boxes_also_come_in_the_camera_frames_pixels_where_the_crop_is_known(tmp_path):
+    from openvica_sim.frames import CropView
+
+    view = CropView.of(720, 1280)  # the seed clips were 1280x720 camera frames: x2, then + (192, 52) undone
+    scenes = {k: (frames, {**fields, "camera_view": json.dumps(view.as_dict())}) for k, (frames, fields) in
+              SCENES.items()}
+    root = make_dataset(tmp_path / "camera", scenes)
+    m = harness.run_test(root, find_rectangles, progress=False)
+    for name in ("labels/det.json", str(Path(m["report"]).relative_to(root) / "predictions.json")):
+        boxes = [b for f in json.loads((root / name).read_text()) for b in f["labels"]]
+        assert boxes
+        for b in boxes:
+            assert b["box2d_camera"] == pytest.approx(view.to_camera(b["box2d"]), abs=0.01)
+            assert b["box2d_camera"]["x1"] == pytest.approx((b["box2d"]["x1"] + 192) * 2, abs=0.01)
+    coco = json.loads((root / "labels" / "coco.json").read_text())
+    assert all(image["camera"]["camera_width"] == 1280 for image in coco["images"])
+    assert all(len(a["bbox_camera"]) == 4 for a in coco["annotations"])
+
+
 def test_report_folder_holds_metrics_report_and_plots(tested):
     root, m = tested
     report = root / f"report-{safe_name(m['detector'])}"
@@ -435,7 +454,7 @@ def test_bad_detector_output_is_rejected_and_the_message_says_where_and_what(dat
     ("detect", ValueError, "must be 'module:function' or 'path/to/file.py:function'"),
     ("openvica_sim.scenarios.no_such_module:detect", ValueError, "no module named 'openvica_sim.scenarios.no_such"),
     (f"{harness.EXAMPLE_DETECTOR[:-7]}:detekt", ValueError, r"has no 'detekt'; did you mean \['detect'\]"),
-    (f"{harness.EXAMPLE_DETECTOR[:-7]}:CONTRAST", TypeError, "'CONTRAST' is of type 'int', not a function"),
+    (f"{harness.EXAMPLE_DETECTOR[:-7]}:FOLDER", TypeError, "'FOLDER' is of type '.*Path', not a function"),
     ("no/such/file.py:detect", FileNotFoundError, "no file no/such/file.py"),
 ])
 def test_bad_detector_names_fail_with_the_expected_form(name, error, message):
@@ -491,23 +510,3 @@ def test_cli_test_command_passes_its_options_and_prints_the_report_path(dataset,
     m = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert m["settings"]["batch_size"] == 5
     assert m["overall"]["branch_agreement_f1"] == pytest.approx(2 / 3)  # the first generated frame only
-
-
-def test_example_color_detector_finds_the_cars_of_the_synthetic_world(tmp_path):
-    from openvica_sim.data.synthetic import Drive, render_drive
-
-    scenes, truth = {}, {}
-    for k, timeofday in enumerate(["day", "day", "night"]):
-        clip = render_drive(Drive(speed_mps=10.0, num_cars=5, timeofday=timeofday), 4, rng_seed=k)
-        clip_id = f"s{k}-f0-b0"
-        scenes[clip_id] = (clip.frames, dict(weather="clear", timeofday=timeofday, scene="highway",
-                                             surprise_decile=k, selected=True))
-        truth[clip_id] = {i: [box("car", *(b["box2d"][c] for c in ("x1", "y1", "x2", "y2")), GROUND_TRUTH)
-                              for b in clip.boxes[i] if b["box2d"]["y2"] - b["box2d"]["y1"] >= 8] for i in range(2)}
-    m = harness.run_test(make_dataset(tmp_path / "synthetic", scenes, truth), harness.EXAMPLE_DETECTOR,
-                         progress=False)
-    # Its docstring: 90% of the cars at least 8 px tall by day, none at night. (Its boxes on the farther, smaller
-    # cars count against its precision here, as they are left out of the ground truth.)
-    day, night = m["slices"]["timeofday"]["day"], m["slices"]["timeofday"]["night"]
-    assert day["seed_recall"] >= 0.8 and day["seed_precision"] >= 0.8
-    assert night["seed_recall"] == 0

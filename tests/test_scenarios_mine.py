@@ -214,7 +214,7 @@ def test_the_cli_mines_an_ingested_store_prints_a_json_summary_and_shows_the_sto
 
     bundle = save_bundle(test_bundle, tmp_path / "bundle")
     out = tmp_path / "out" / "mined.parquet"
-    assert _cli(["mine", "--seeds", str(frame_store), "--bundle", str(bundle), "--out", str(out), "--top", "1",
+    assert _cli(["mine", "--clips", str(frame_store), "--bundle", str(bundle), "--out", str(out), "--top", "1",
                  "--quiet"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["clips"] == 2 and summary["frames_scored"] == summary["frames"] - 2 * 2
@@ -231,7 +231,7 @@ def test_help_lists_every_option(capsys):
     with pytest.raises(SystemExit):
         _cli(["mine", "--help"])
     text = capsys.readouterr().out
-    for option in ("--seeds", "--bundle", "--out", "--by", "--top", "--stride", "--batch-size", "--limit", "--device"):
+    for option in ("--clips", "--bundle", "--out", "--by", "--top", "--stride", "--batch-size", "--limit", "--device"):
         assert option in text
 
 

@@ -31,7 +31,7 @@ def test_ray_job_submit_generates_the_single_process_dataset_despite_a_killed_ac
 
     threading.Thread(target=kill_an_actor_after_the_first_clip, daemon=True).start()
     job = ray_cluster.submit("python", "-m", "openvica_sim.scenarios.generate", "--spec", "night-rain", "--out",
-                             str(out), "--bundle", str(scenario_inputs["bundle"]), "--seeds",
+                             str(out), "--bundle", str(scenario_inputs["bundle"]), "--clips",
                              str(scenario_inputs["store"]), *TINY, "batch_size=1", "scaling.num_workers=2")
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
     assert killed, "no simulator actor was found to kill"

@@ -12,7 +12,7 @@ from gymnasium.vector import AutoresetMode
 import openvica_sim  # noqa: F401  (registers OpenViCA-v0)
 from openvica_sim.bundle import create_random_bundle, save_bundle
 from openvica_sim.envs import OpenViCAEnv, OpenViCAVectorEnv
-from openvica_sim.envs.seeds import SyntheticSeedSource
+from openvica_sim.data.clips import SyntheticClips
 
 ENV_ID = "OpenViCA-v0"
 
@@ -87,12 +87,12 @@ def test_random_actions_for_30_steps_through_4_envs_autoreset_every_10(bundle_di
 
 
 def test_reset_options_apply_to_all_sub_envs_or_one_each(bundle_dir):
-    envs = OpenViCAVectorEnv(num_envs=2, bundle=bundle_dir, seeds=SyntheticSeedSource())
+    envs = OpenViCAVectorEnv(num_envs=2, bundle=bundle_dir, clips=SyntheticClips())
     _, infos = envs.reset(seed=0, options={"clip": "synthetic-001"})
     assert list(infos["clip_id"]) == ["synthetic-001"] * 2
     obs, infos = envs.reset(seed=0, options={"clip": ["synthetic-004", "synthetic-002"]})
     assert list(infos["clip_id"]) == ["synthetic-004", "synthetic-002"]
-    single = OpenViCAEnv(bundle=bundle_dir, seeds=SyntheticSeedSource())
+    single = OpenViCAEnv(bundle=bundle_dir, clips=SyntheticClips())
     assert np.array_equal(obs[1], single.reset(seed=1, options={"clip": "synthetic-002"})[0])
 
 
@@ -130,7 +130,7 @@ def test_a_vector_env_gives_the_same_frames_whatever_torch_thread_count(bundle_d
         for count in (1, 2):
             torch.set_num_threads(count)
             envs = gym.make_vec(ENV_ID, num_envs=4, vectorization_mode="vector_entry_point", bundle=bundle_dir,
-                                seeds=SyntheticSeedSource(num_clips=4, num_frames=4))
+                                clips=SyntheticClips(num_clips=4, num_frames=4))
             runs.append([r[0] for r in _run(envs, 0, actions)])  # the observations
             envs.close()
     finally:

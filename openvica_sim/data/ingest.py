@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..frames import boxes_to_model_view, postprocess, preprocess
+from ..frames import CropView, boxes_to_model_view, postprocess, preprocess
 from ..video_io import VideoDecodeError, read_video
 from .bdd100k import list_videos, read_ego_motion, val_500
 from .store import PartWriter, consolidate
@@ -133,7 +133,8 @@ def ingest(bdd_root: str | os.PathLike, split: str, out: str | os.PathLike, bund
         t0 = time.perf_counter()
         writer.append_clip({"clip_id": video.id, "video_id": video.id, "split": video.split, "fps": float(fps),
                             "ego_status": ego.status, "attributes": video.attributes,
-                            "labels": _labelled_frames(video, camera.shape[1:3], len(camera), fps, size)}, data)
+                            "labels": _labelled_frames(video, camera.shape[1:3], len(camera), fps, size),
+                            "camera_view": CropView.of(*camera.shape[1:3], size=size).as_dict()}, data)
         report.stage_seconds["write"] += time.perf_counter() - t0
         report.clips_written += 1
         report.frames += len(camera)

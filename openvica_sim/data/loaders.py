@@ -1,12 +1,14 @@
 """PyTorch datasets over the token store, for training (docs/design.md "Training runs", "Zarr 3").
 
-Three views of the same clips, each a list of windows of consecutive frames inside one clip (a window never
+Views of the same clips, each a list of windows of consecutive frames inside one clip (a window never
 crosses a clip boundary; clips shorter than the window give none):
 
     TokenWindows   WM training    tokens (W, 16, 16) int64, speed_mps / yaw_rate_rps (W,) float32, W = T + N
     ImageSamples   TOK/DEC        one frame, float32 (3, 256, 256) in [-1, 1]           (needs --store-frames)
     FrameWindows   VDEC training  frames float32 (W, 3, 256, 256) in [-1, 1] + tokens (W, 16, 16), W = 3
                                                                                          (needs --store-frames)
+    EgoFrameWindows  ego probe    frame pairs + the ego motion of the second              (needs --store-frames)
+    LabelledFrames   detector     one labelled frame + its boxes, padded                  (needs --store-frames)
 
 Ego motion stays in physical units with NaN for unknown; the trainer turns it into action ids with
 `ActionCoding.vision_ids` (NaN -> the "unknown" ids, docs/design.md "Ego conditioning").
@@ -213,6 +215,54 @@ class EgoFrameWindows(_StoreWindows):
     def _sample(self, rows, clip_id, start):
         return {"frames": preprocess(rows["frames"]), "speed_mps": torch.tensor(float(rows["speed_mps"][-1])),
                 "yaw_rate_rps": torch.tensor(float(rows["yaw_rate_rps"][-1])), "clip_id": clip_id, "start": start}
+
+
+class LabelledFrames(_StoreWindows):
+    """Detector training samples (`training/detector.py`): the store frames that carry ground-truth boxes (the
+    clips' `labels`, in the model view's pixels) with the boxes of `classes`; boxes of other classes and ignore
+    regions are left out.
+
+    A sample: {"frames": float32 (3, 256, 256) in [-1, 1], "boxes": float32 (M, 4) x1, y1, x2, y2, "classes": int64
+    (M,) indices into `classes`, -1 past the frame's boxes, "clip_id", "start"}; M = `max_boxes` (a frame with more
+    keeps its first M).
+
+    Raises:
+        ValueError: the store was ingested without --store-frames, or has no labelled frames.
+    """
+
+    keys = ("frames",)
+    needs_frames = True
+
+    def __init__(self, store: TokenStore | str | os.PathLike, classes: tuple[str, ...] = ("car",), max_boxes: int = 32,
+                 seed: int = 0, rank: int = 0, world_size: int = 1, shuffle: bool = True):
+        store = store if isinstance(store, TokenStore) else TokenStore(store)
+        super().__init__(store, 1, 1, seed, rank, world_size, shuffle)
+        self.classes, self.max_boxes = tuple(classes), int(max_boxes)
+        self.labels: dict[tuple[int, int], list[tuple[int, tuple[float, ...]]]] = {}
+        for i, clip in enumerate(store.clips):
+            for entry in clip.get("labels", []):
+                self.labels[(i, int(entry["frame"]))] = [
+                    (self.classes.index(b["category"]), tuple(float(b["box2d"][k]) for k in ("x1", "y1", "x2", "y2")))
+                    for b in entry["boxes"] if b["category"] in self.classes and not b.get("ignored")]
+        self.windows = [w for w in self.windows if w in self.labels]
+        if len(self.windows) < max(1, self.world_size):
+            raise ValueError(f"{self.path} has {len(self.windows)} labelled frames, too few for world_size="
+                             f"{self.world_size}; ingest BDD100K with its labels or write a synthetic store "
+                             f"(`openvica synthetic store`), which labels every frame")
+        self.set_epoch(0)
+
+    def __getitem__(self, index: int) -> dict:
+        sample = super().__getitem__(index)
+        boxes = self.labels[self.windows[self._order[index]]][: self.max_boxes]
+        sample["boxes"] = torch.zeros(self.max_boxes, 4)
+        sample["classes"] = torch.full((self.max_boxes,), -1, dtype=torch.int64)
+        for m, (c, box) in enumerate(boxes):
+            sample["boxes"][m] = torch.tensor(box)
+            sample["classes"][m] = c
+        return sample
+
+    def _sample(self, rows, clip_id, start):
+        return {"frames": preprocess(rows["frames"][0]), "clip_id": clip_id, "start": start}
 
 
 def ego_statistics(store: TokenStore | str | os.PathLike) -> dict[str, float]:

@@ -13,7 +13,7 @@ Layout (F = frames of a part, all its clips concatenated; one clip per video, cl
         frame_time_s  (F,)        float32  fill NaN, seconds from the video start
         frames        (F, 256, 256, 3) uint8, only with store_frames          chunks (16, 256, 256, 3)
         attrs: format, version, fps, split, store_frames, num_frames (the committed length),
-               clips: [{clip_id, video_id, split, start, stop, fps, ego_status, attributes}],
+               clips: [{clip_id, video_id, split, start, stop, fps, ego_status, attributes, labels, camera_view}],
                complete (true only once the writer has finished; written last)
 
 Zarr has no ragged arrays, so clips are concatenated along frames and found through their (start, stop).

@@ -125,7 +125,8 @@ class SyntheticClip:
     """A rendered drive and its ground truth."""
 
     frames: np.ndarray  # (T, H, W, 3) uint8
-    boxes: list[list[dict]]  # per frame: {"category": "car", "box2d": {x1, y1, x2, y2}, "id"} of visible cars
+    boxes: list[list[dict]]  # per frame: {"category": "car", "box2d": {x1, y1, x2, y2}, "id", "distance_m"} of
+    # the visible cars (distance_m: depth ahead of the camera)
     speed_mps: np.ndarray  # (T,) float32
     yaw_rate_rps: np.ndarray  # (T,) float32, positive turning right
     attributes: dict = field(default_factory=dict)  # BDD100K {"weather", "timeofday", "scene"}
@@ -473,15 +474,15 @@ def _draw_objects(img: np.ndarray, drive: Drive, cars: list[dict], t: float, tra
             rect(half - 0.4, half - 0.05, 0.6, 0.8, tail)
             if fog < 0.85:  # boxes of cars the fog has hidden are no ground truth
                 y_top, y_bottom, x_left, x_right = exact[0], cam.row(0.0, z), exact[2], exact[3]
-                drawn[car["id"]] = (x_left, y_top, x_right, y_bottom, clipped)
+                drawn[car["id"]] = (x_left, y_top, x_right, y_bottom, clipped, z)
     boxes = []
-    for car_id, (x1, y1, x2, y2, (r0, r1, c0, c1)) in sorted(drawn.items()):
+    for car_id, (x1, y1, x2, y2, (r0, r1, c0, c1), z) in sorted(drawn.items()):
         area = (r1 - r0) * (c1 - c0)
         if area < 4 or np.count_nonzero(owner[r0:r1, c0:c1] == car_id) < 0.2 * area:
             continue  # off screen, too small, or mostly hidden behind nearer cars
         box = {"x1": x1, "y1": y1, "x2": x2, "y2": y2}
         box = {k: float(np.clip(v, 0, (cam.W if k[0] == "x" else cam.H) - 1)) for k, v in box.items()}
-        boxes.append({"category": "car", "box2d": box, "id": car_id})
+        boxes.append({"category": "car", "box2d": box, "id": car_id, "distance_m": round(float(z), 2)})
     return boxes
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from openvica_sim.frames import boxes_to_model_view, center_crop, preprocess
+from openvica_sim.frames import CropView, boxes_to_model_view, center_crop, preprocess
 
 from .store import PartWriter, consolidate
 from .synthetic import random_commanded_drive, random_drive, render_drive
@@ -83,7 +83,8 @@ def write_synthetic_store(out: str | os.PathLike, tokenizer, num_drives: int = 8
         clip_id = drive_id(seed, i)
         writer.append_clip({"clip_id": clip_id, "video_id": clip_id, "split": split, "fps": float(fps),
                             "ego_status": "ok", "attributes": clip.attributes, "labels": labels,
-                            "source": f"synthetic ({world})"},
+                            "source": f"synthetic ({world})",
+                            "camera_view": CropView.of(RENDER_HEIGHT, RENDER_WIDTH, size=size).as_dict()},
                            {"tokens": tokens, "frames": frames, "speed_mps": clip.speed_mps,
                             "yaw_rate_rps": clip.yaw_rate_rps,
                             "frame_time_s": (np.arange(num_frames) / fps).astype(np.float32)})

@@ -1,13 +1,13 @@
 """The embedded default: a tiny simulator trained on the synthetic world, shipped with the package (issue 7).
 
     bundle/          openvica.json, tokenizer/, world_model/, video_decoder/ (the `tiny` family, safetensors)
-    seeds/<clip>/    held-out synthetic clips, 16 frames each (000000.jpg ...), never seen in training
+    clips/<clip>/    held-out synthetic clips, 16 frames each (000000.jpg ...), never seen in training
     ego_probe/       the ego-motion probe of the synthetic world (training/probe.py) with its held-out accuracy
     RECIPE.json      how the bundle was made: the command, seeds, training time, the measured quality
 
 `gym.make("OpenViCA-v0")` and `openvica rollout` without --bundle use it. It is made by `make embedded`
 (training/embedded.sh: synthetic world -> Zarr -> training/tok.py, wm.py, vdec.py -> bundle), whose last step is
-`python -m openvica_sim.embedded --bundle B --heldout STORE` (copies the bundle and exports the seed clips).
+`python -m openvica_sim.embedded --bundle B --heldout STORE` (copies the bundle and exports the held-out clips).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 BUNDLE = ROOT / "bundle"
-SEEDS = ROOT / "seeds"
+CLIPS = ROOT / "clips"
 RECIPE = ROOT / "RECIPE.json"
 EGO_PROBE = ROOT / "ego_probe"
 SEED_CLIP_FRAMES = 16  # T + N = 2 + 14: the seed frames and the world's own continuation
@@ -38,12 +38,12 @@ def bundle_path() -> Path:
     return BUNDLE
 
 
-def seeds_path() -> Path:
-    """The folder of held-out seed clips (a `FolderSeedSource` folder: one subfolder of frames per clip)."""
-    if not SEEDS.is_dir():
-        raise FileNotFoundError(f"the embedded seed clips are missing from {SEEDS}; rebuild them with "
+def clips_path() -> Path:
+    """The folder of held-out clips (a `data.clips.FolderClips` folder: one subfolder of frames per clip)."""
+    if not CLIPS.is_dir():
+        raise FileNotFoundError(f"the embedded seed clips are missing from {CLIPS}; rebuild them with "
                                 f"`make embedded`")
-    return SEEDS
+    return CLIPS
 
 
 def ego_probe_path() -> Path | None:
@@ -54,31 +54,27 @@ def ego_probe_path() -> Path | None:
 def ship(bundle: str | Path, heldout: str | Path, num_clips: int = 8) -> None:
     """Copy `bundle` into the package and export the first SEED_CLIP_FRAMES frames of the first `num_clips`
     clips of the held-out store `heldout` (ingested with --store-frames) as JPEG seed clips."""
-    import numpy as np
-    import zarr
-
-    from openvica_sim.data.store import PARTS, TokenStore
+    from openvica_sim.data.clips import StoreClips
     from openvica_sim.video_io import write_image
 
-    store = TokenStore(heldout)
-    clips = [c for c in store.clips if c["stop"] - c["start"] >= SEED_CLIP_FRAMES][:num_clips]
+    source = StoreClips(heldout)
+    clips = [c for c in source.infos() if c.num_frames >= SEED_CLIP_FRAMES][:num_clips]
     if len(clips) < num_clips:
         raise ValueError(f"{heldout} has {len(clips)} clips of >= {SEED_CLIP_FRAMES} frames; need {num_clips}")
     shutil.rmtree(BUNDLE, ignore_errors=True)
     shutil.copytree(bundle, BUNDLE)
-    shutil.rmtree(SEEDS, ignore_errors=True)
+    shutil.rmtree(CLIPS, ignore_errors=True)
     attributes = {}
     for clip in clips:
-        group = zarr.open_group(Path(heldout) / PARTS / clip["part"], mode="r")
-        rows = slice(clip["start"], clip["start"] + SEED_CLIP_FRAMES)
-        for i, frame in enumerate(np.asarray(group["frames"][rows])):
-            write_image(SEEDS / clip["clip_id"] / f"{i:06d}.jpg", frame, quality=95)
-        # what a scenario's seed query reads of a folder of clips (openvica_sim.scenarios.seeds)
-        ego = {k: [round(float(x), 5) for x in group[k][rows]] for k in ("speed_mps", "yaw_rate_rps")}
-        (SEEDS / clip["clip_id"] / "ego.json").write_text(json.dumps(ego) + "\n")
-        attributes[clip["clip_id"]] = clip.get("attributes", {})
-    (SEEDS / "attributes.json").write_text(json.dumps(attributes, indent=1, sort_keys=True) + "\n")
-    print(f"shipped {BUNDLE} and {len(clips)} seed clips in {SEEDS}", file=sys.stderr)
+        window = source.window(clip.clip_id, 0, SEED_CLIP_FRAMES)
+        for i, frame in enumerate(window.frames):
+            write_image(CLIPS / clip.clip_id / f"{i:06d}.jpg", frame, quality=95)
+        # what a query and `--ego replay` read of a folder of clips (openvica_sim.data.clips.FolderClips)
+        ego = {k: [round(float(x), 5) for x in getattr(window, k)] for k in ("speed_mps", "yaw_rate_rps")}
+        (CLIPS / clip.clip_id / "ego.json").write_text(json.dumps(ego) + "\n")
+        attributes[clip.clip_id] = clip.attributes
+    (CLIPS / "attributes.json").write_text(json.dumps(attributes, indent=1, sort_keys=True) + "\n")
+    print(f"shipped {BUNDLE} and {len(clips)} seed clips in {CLIPS}", file=sys.stderr)
 
 
 def pictures(out: str | Path, bundle: str | Path | None = None, clip: int = 0, seed: int = 0) -> list[Path]:
@@ -89,7 +85,7 @@ def pictures(out: str | Path, bundle: str | Path | None = None, clip: int = 0, s
     import numpy as np
 
     from openvica_sim.bundle import load_bundle
-    from openvica_sim.envs.seeds import FolderSeedSource
+    from openvica_sim.data.clips import FolderClips
     from openvica_sim.frames import model_view
     from openvica_sim.metrics.ego import counterfactual_commands
     from openvica_sim.sampling import derive_seeds
@@ -99,11 +95,11 @@ def pictures(out: str | Path, bundle: str | Path | None = None, clip: int = 0, s
     out = Path(out)
     bundle = load_bundle(bundle or bundle_path())
     sim = Simulator(bundle)
-    seeds = FolderSeedSource(seeds_path())
-    clip_id = seeds.clip_ids[clip]
-    frames = model_view(seeds.frames(clip_id, SEED_CLIP_FRAMES))
-    ego = json.loads((seeds_path() / clip_id / "ego.json").read_text())
-    speed, yaw = np.asarray(ego["speed_mps"], np.float64), np.asarray(ego["yaw_rate_rps"], np.float64)
+    clips = FolderClips(clips_path())
+    clip_id = clips.clip_ids[clip]
+    frames = model_view(clips.frames(clip_id, SEED_CLIP_FRAMES))
+    info = clips.info(clip_id)
+    speed, yaw = info.speed_mps.astype(np.float64), info.yaw_rate_rps.astype(np.float64)
     coding, T, N = bundle.action_coding, 2, SEED_CLIP_FRAMES - 2
     name = f"{clip_id}, top-k {sim.top_k}" + (f", wavefront {sim.wavefront}" if sim.wavefront else "")
     replay = sim.rollout(frames[None, :T], N, derive_seeds(seed, 1),

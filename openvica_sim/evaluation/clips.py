@@ -47,28 +47,33 @@ class EvalClips:
             FileNotFoundError: no store or folder at `path`, or no list file.
             ValueError: a tokens-only store, a list naming clips the source lacks, or no clip long enough.
         """
-        from openvica_sim.envs.seeds import open_seed_source
+        from openvica_sim.data.clips import open_clips
 
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"no clips at {path}: pass a token store ingested with --store-frames or a folder "
                                     f"of clips (one subfolder of frames or one video per clip)")
-        source = open_seed_source(path)
+        source = open_clips(path)
+        if not source.has_frames:
+            raise ValueError(f"token store {path} holds tokens only; evaluation compares frames: ingest again with "
+                             f"`openvica data ingest ... --store-frames`, or pass a folder of clips")
         ids = list(source.clip_ids)
         if list_name is not None:
             ids = _apply_list(ids, list_name, path)
         min_length = length if min_length is None else min_length
         clips, short = [], []
         for clip_id in ids:
-            speed, yaw, available = _ego_and_length(source, clip_id)
-            usable = available - start_frame
+            info = source.info(clip_id)  # a store's index and ego arrays, a folder's ego.json: no frames decoded
+            usable = info.num_frames - start_frame
             if usable < min_length:
                 short.append(clip_id)
                 continue
             n = min(usable, length)
             window = slice(start_frame, start_frame + n)
-            clips.append(EvalClip(clip_id, n, _pad(speed, available)[window], _pad(yaw, available)[window],
-                                  _boxes(source, clip_id, start_frame, n)))
+            boxes = {i - start_frame: b for i, b in source.labels(clip_id).items() if start_frame <= i < start_frame + n}
+            clips.append(EvalClip(clip_id, n, info.speed_mps[window].astype(np.float64),
+                                  info.yaw_rate_rps[window].astype(np.float64),
+                                  boxes if source.kind != "folder" else None))  # a folder labels few frames
             if limit is not None and len(clips) >= limit:
                 break
         if not clips:
@@ -109,39 +114,3 @@ def _apply_list(ids: list[str], list_name: str, path: Path) -> list[str]:
                          f"{missing[:3]}; evaluate the clips the list names or fix the list")
     return wanted
 
-
-def _ego_and_length(source, clip_id: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """(speed, yaw rate, number of frames) of a clip without reading its frames where the source allows."""
-    store = getattr(source, "store", None)
-    if store is not None:  # a token store: its index and ego arrays
-        clip = store.clip(clip_id, keys=("speed_mps", "yaw_rate_rps"))
-        return (np.asarray(clip["speed_mps"], np.float64), np.asarray(clip["yaw_rate_rps"], np.float64),
-                int(clip["stop"] - clip["start"]))
-    folder = getattr(source, "_paths", {}).get(clip_id)
-    ego = folder / "ego.json" if folder is not None and folder.is_dir() else None
-    if ego is not None and ego.is_file():
-        data = json.loads(ego.read_text())
-        speed = np.asarray([np.nan if v is None else v for v in data.get("speed_mps", [])], np.float64)
-        yaw = np.asarray([np.nan if v is None else v for v in data.get("yaw_rate_rps", [])], np.float64)
-    else:
-        speed = yaw = np.zeros(0)
-    if folder is not None and folder.is_dir():
-        from openvica_sim.envs.seeds import _image_files
-
-        return speed, yaw, len(_image_files(folder))
-    return speed, yaw, len(source.frames(clip_id))  # a video: decode it once to count
-
-
-def _boxes(source, clip_id: str, start: int, length: int) -> dict[int, list[dict]] | None:
-    """A store clip's labelled frames in the window, by their index in it (the synthetic world labels every frame)."""
-    store = getattr(source, "store", None)
-    if store is None:
-        return None
-    labels = store._by_id[clip_id].get("labels") or []
-    return {int(x["frame"]) - start: list(x["boxes"]) for x in labels if start <= int(x["frame"]) < start + length}
-
-
-def _pad(values: np.ndarray, length: int) -> np.ndarray:
-    out = np.full(length, np.nan)
-    out[:min(length, len(values))] = values[:length]
-    return out

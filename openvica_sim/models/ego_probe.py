@@ -13,19 +13,15 @@ rad/s by `estimate`. Dimensions: B clips, T frames, S = `image_size`.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-ACCURACY_NAME = "accuracy.json"
+from .pretrained import SavedModel
+
 
 
 @dataclass(frozen=True)
@@ -53,8 +49,13 @@ class EgoProbeConfig:
         return self.speed_std_mps, self.yaw_std_rps
 
 
-class EgoProbe(nn.Module):
-    """A small CNN on a pair of frames: (B, 2, 3, H, W) in [-1, 1] -> standardised (speed, yaw rate) (B, 2)."""
+class EgoProbe(SavedModel, nn.Module):
+    """A small CNN on a pair of frames: (B, 2, 3, H, W) in [-1, 1] -> standardised (speed, yaw rate) (B, 2).
+    Saved as a folder (`models/pretrained.py`): config.json, model.safetensors, accuracy.json."""
+
+    KIND, NAME, CONFIG = "openvica-ego-probe", "ego-motion probe", EgoProbeConfig
+    HOW_TO_GET = ("train one with `python training/probe.py data.store=STORE run.dir=DIR` (it writes DIR/ego_probe/), "
+                  "or use the embedded default's (openvica_sim/embedded/ego_probe/), and pass it with --ego-probe")
 
     def __init__(self, config: EgoProbeConfig):
         super().__init__()
@@ -110,39 +111,3 @@ class EgoProbe(nn.Module):
         out = out.view(B, T - 1, 2).numpy().astype(np.float64)
         return out[..., 0], out[..., 1]
 
-    # ---- files ---------------------------------------------------------------------------------------------------
-    def save_pretrained(self, path: str | Path, accuracy: dict | None = None) -> None:
-        """config.json + model.safetensors (+ accuracy.json: its errors on held-out frames, `training/probe.py`)."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        (path / CONFIG_NAME).write_text(json.dumps({"kind": "openvica-ego-probe", **asdict(self.config)}, indent=2)
-                                        + "\n")
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(path / WEIGHTS_NAME))
-        if accuracy is not None:
-            (path / ACCURACY_NAME).write_text(json.dumps(accuracy, indent=2) + "\n")
-
-    @classmethod
-    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> "EgoProbe":
-        """Load a probe folder.
-
-        Raises:
-            FileNotFoundError: `path` lacks config.json or model.safetensors (the message names `--ego-probe`).
-            ValueError: the folder is not an ego probe.
-        """
-        path = Path(path)
-        fix = ("train one with `python training/probe.py data.store=STORE run.dir=DIR` (it writes DIR/ego_probe/), "
-               "or use the embedded default's (openvica_sim/embedded/ego_probe/), and pass it with --ego-probe")
-        if not (path / CONFIG_NAME).is_file() or not (path / WEIGHTS_NAME).is_file():
-            raise FileNotFoundError(f"no ego-motion probe at {path} (needs {CONFIG_NAME} and {WEIGHTS_NAME}); {fix}")
-        raw = json.loads((path / CONFIG_NAME).read_text())
-        if raw.pop("kind", None) != "openvica-ego-probe":
-            raise ValueError(f"{path}/{CONFIG_NAME} is not an ego-motion probe's config; {fix}")
-        raw["widths"] = tuple(raw["widths"])
-        model = cls(EgoProbeConfig(**raw))
-        model.load_state_dict(load_file(str(path / WEIGHTS_NAME)))
-        return model.to(device).eval()
-
-    @staticmethod
-    def read_accuracy(path: str | Path) -> dict | None:
-        file = Path(path) / ACCURACY_NAME
-        return json.loads(file.read_text()) if file.is_file() else None

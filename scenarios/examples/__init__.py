@@ -1,1 +1,1 @@
-"""Example detectors for `openvica scenarios test` (see color_detector.py)."""
+"""Example detectors for `openvica scenarios test` (car_detector: a small CNN trained on the synthetic world)."""
