@@ -574,7 +574,26 @@ def _parser() -> argparse.ArgumentParser:
     tok.add_argument("--tokenizer", help="or a tokenizer folder")
     ss.add_argument("--device", default="cpu")
     ss.set_defaults(run=synthetic_store)
+    _name_guides(p)
     return p
+
+
+GUIDES = {"rollout": "getting-started.md", "info": "getting-started.md", "bundle": "weights.md",
+          "convert": "weights.md", "data": "ingest.md", "scenarios": "scenarios.md", "eval": "evaluate.md",
+          "synthetic": "getting-started.md", "synthetic bdd100k": "ingest.md", "synthetic store": "ingest.md",
+          "bundle random": "getting-started.md"}  # command -> its guide in docs/ (the top-level name, or a refinement)
+
+
+def _name_guides(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> None:
+    """Every subcommand's --help ends with the guide that explains it (docs/<page>)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                here = (*path, name)
+                guide = GUIDES.get(" ".join(here)) or GUIDES.get(here[0])
+                if guide:
+                    child.epilog = (f"{child.epilog.rstrip('. ')}. " if child.epilog else "") + f"Guide: docs/{guide}"
+                _name_guides(child, here)
 
 
 if __name__ == "__main__":
