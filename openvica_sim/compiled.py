@@ -24,7 +24,6 @@ Dimensions: W rows (B real, the cache's), D hidden, Hq / Hkv heads, hd head size
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 DEFAULT_BLOCK = 256  # attended positions are rounded up to this: ~17 shapes for a 16-frame context
 

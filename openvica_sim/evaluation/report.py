@@ -60,7 +60,7 @@ def video_markdown(result: dict, pictures: list[str]) -> str:
              f"{s['clip_list_sha256'][:12]}), T = {s['seed_frames']} seed frames, N = {n} predicted, seed {s['seed']}, "
              f"temperature {s['temperature']}, {s['device']} {s['dtype']}; rollouts {s['rollout_s']} s, in all "
              f"{s['seconds']} s. Ego commands: {s['actions']}.", "",
-             f"## Table V / VI layout: distribution metrics (lower is better; paper: val-500)", "",
+             "## Table V / VI layout: distribution metrics (lower is better; paper: val-500)", "",
              f"| System | k | decoder | FID{n} | CMMD{n} | FVD{n} | paper FID14 | paper CMMD14 | paper FVD14 |",
              "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for row in result["results"]:
