@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from openvica_sim.data.bdd100k import DETECTION_CLASSES, detection_class
+from openvica_sim.metrics.detection import xywh
 
 MANIFEST = "manifest.json"
 SPEC_FILE = "spec.yaml"
@@ -274,7 +275,7 @@ def write_label_exports(root: str | os.PathLike, rows: list[dict], frame_size: i
                                     "category_id": CATEGORIES.index(category) + 1,
                                     "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
                                     "iscrowd": int(ignored), "provenance": GROUND_TRUTH,
-                                    **({"bbox_camera": _xywh(view.to_camera(b["box2d"]))} if view else {})})
+                                    **_camera_bbox(view, b["box2d"])})
             scalabel.append({"name": name, "videoName": clip["clip_id"], "frameIndex": i,
                              "attributes": {**attributes, "generated": generated,
                                             **({"same_as": frame_file(owner, i)} if same else {})},
@@ -301,9 +302,9 @@ def _camera_box(view, box2d: dict) -> dict:
     return {"box2d_camera": {k: round(v, 2) for k, v in view.to_camera(box2d).items()}} if view else {}
 
 
-def _xywh(box2d: dict) -> list[float]:
-    return [round(box2d["x1"], 2), round(box2d["y1"], 2), round(box2d["x2"] - box2d["x1"], 2),
-            round(box2d["y2"] - box2d["y1"], 2)]
+def _camera_bbox(view, box2d: dict) -> dict:
+    """{"bbox_camera": COCO's [x, y, w, h] of the box in the camera frame's pixels} where the view is known, else {}."""
+    return {"bbox_camera": [round(v, 2) for v in xywh(view.to_camera(box2d))]} if view else {}
 
 
 def coco_results(rows: list[dict], all_rows: list[dict], predictions: dict[str, list[list[dict]]]) -> list[dict]:

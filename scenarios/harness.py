@@ -219,7 +219,7 @@ def run_test(dataset_dir: str | os.PathLike, detector: str | Callable, out: str 
     metrics["real_vs_generated"] = real_vs_generated(clips, SLICES)
     metrics = {"detector": name, "dataset": str(dataset.path), "report": str(out),
                "settings": dataclasses.asdict(settings), **metrics}
-    write_report(out, metrics, clips)
+    write_report(out, metrics, clips, dataset)
     return metrics
 
 
@@ -521,13 +521,14 @@ def _module_from_file(path: Path, name: str):
 
 # ---- report -----------------------------------------------------------------------------------------------------
 
-def write_report(out: str | os.PathLike, metrics: dict, clips: list[ClipDetections]) -> Path:
-    """metrics.json, report.md and the PNG plots of `PLOTS` into `out`; returns report.md's path."""
+def write_report(out: str | os.PathLike, metrics: dict, clips: list[ClipDetections], dataset: ScenarioDataset) -> Path:
+    """metrics.json, report.md and the PNG plots of `PLOTS` (of the tested `clips` of `dataset`) into `out`; returns
+    report.md's path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / METRICS_FILE, json.dumps(metrics, indent=2))
     _plot_all(out, metrics, clips)
-    _detections_sheet(out / "detections.png", ScenarioDataset(metrics["dataset"]), clips[:SHEET_CLIPS])
+    _detections_sheet(out / "detections.png", dataset, clips[:SHEET_CLIPS])
     atomic_write_text(out / REPORT_FILE, _report_markdown(metrics))
     return out / REPORT_FILE
 

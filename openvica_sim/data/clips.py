@@ -8,6 +8,7 @@ and benchmarks (docs/design.md "Layout").
       drive-a/attributes.json    or per clip
       drive-a/ego.json           optional {"speed_mps": [...], "yaw_rate_rps": [...]}, one value per frame
       drive-a/labels.json        optional ground truth, Scalabel frames [{"frameIndex", "labels": [{category, box2d}]}]
+      drive-b.ego.json           a video's ego motion and labels sit beside it: <stem>.ego.json, <stem>.labels.json
     store.zarr/                  StoreClips: a token store (`openvica data ingest`, `openvica synthetic store`):
                                  tokens, ego motion, attributes, labels, camera view; frames with --store-frames
     (the synthetic world)        SyntheticClips: drives rendered on first use, with their ground truth
@@ -25,6 +26,7 @@ Dimensions: T frames, H x W pixels; frames are uint8 RGB (T, H, W, 3), any size 
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import math
 import os
@@ -92,24 +94,33 @@ class ClipSource:
         """{frame: ground-truth boxes [{category, box2d, ...}] in the model view's pixels} of the labelled frames."""
         raise NotImplementedError
 
+    def ego(self, clip_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """(speed_mps, yaw_rate_rps), float32 (F,) each, NaN unknown."""
+        info = self.info(clip_id)
+        return info.speed_mps, info.yaw_rate_rps
+
     def camera_view(self, clip_id: str) -> dict | None:
         """The `frames.CropView` (as a dict) of the clip's camera frames, None where unknown."""
         return None
 
     def window(self, clip_id: str, start: int, length: int) -> ClipWindow:
         """Frames [start, start + length) of a clip with their ego motion and labels."""
-        info = self.info(clip_id)
+        speed, yaw = self.ego(clip_id)
         rows = slice(start, start + length)
         labels = {i - start: boxes for i, boxes in self.labels(clip_id).items() if start <= i < start + length}
         frames = self.frames(clip_id, start + length)[rows] if self.has_frames else None
-        return ClipWindow(tokens=None, frames=frames, speed_mps=info.speed_mps[rows],
-                          yaw_rate_rps=info.yaw_rate_rps[rows], labels=labels, camera_view=self.camera_view(clip_id))
+        return ClipWindow(tokens=None, frames=frames, speed_mps=speed[rows], yaw_rate_rps=yaw[rows], labels=labels,
+                          camera_view=self.camera_view(clip_id))
 
     def _read(self, clip_id: str, max_frames: int | None) -> np.ndarray:
         raise NotImplementedError
 
+    @functools.cached_property
+    def _known(self) -> frozenset[str]:  # membership in O(1): infos() of a 100k-clip store checks every id
+        return frozenset(self.clip_ids)
+
     def _check(self, clip_id: str) -> None:
-        if clip_id not in self.clip_ids:
+        if clip_id not in self._known:
             close = difflib.get_close_matches(str(clip_id), self.clip_ids, n=1)
             hint = f"; did you mean {close[0]!r}" if close else ""
             shown = ", ".join(repr(c) for c in self.clip_ids[:5]) + (", ..." if len(self.clip_ids) > 5 else "")
@@ -156,6 +167,7 @@ class FolderClips(ClipSource):
         attributes = self.path / "attributes.json"
         self._attributes = json.loads(attributes.read_text()) if attributes.is_file() else {}
         self._cached: tuple[str, np.ndarray] | None = None  # one video at a time: a query reads one, then the next
+        self._hw: dict[str, tuple[int, int]] = {}  # frame size per clip: labels and camera_view both need it
 
     def _read(self, clip_id: str, max_frames: int | None) -> np.ndarray:
         from openvica_sim.video_io import read_image, read_video
@@ -181,13 +193,15 @@ class FolderClips(ClipSource):
         return len(image_files(path)) if path.is_dir() else len(self._read(clip_id, None))
 
     def frame_hw(self, clip_id: str) -> tuple[int, int]:
-        return tuple(self.frames(clip_id, 1).shape[1:3])
+        if clip_id not in self._hw:
+            self._hw[clip_id] = tuple(self.frames(clip_id, 1).shape[1:3])
+        return self._hw[clip_id]
 
     def ego(self, clip_id: str) -> tuple[np.ndarray, np.ndarray]:
         """(speed_mps, yaw_rate_rps), float32 (F,) each, from the clip's ego.json (null: unknown); NaN without one."""
         n = self.num_frames(clip_id)
-        path = self._paths[clip_id] / "ego.json" if self._paths[clip_id].is_dir() else self._sidecar(clip_id, "ego")
-        if path is None or not path.is_file():
+        path = self._sidecar(clip_id, "ego")
+        if not path.is_file():
             return np.full(n, np.nan, np.float32), np.full(n, np.nan, np.float32)
         data = json.loads(path.read_text())
         out = []
@@ -208,9 +222,8 @@ class FolderClips(ClipSource):
         from openvica_sim.frames import boxes_to_model_view
 
         self._check(clip_id)
-        folder = self._paths[clip_id]
-        path = folder / "labels.json" if folder.is_dir() else self._sidecar(clip_id, "labels")
-        if path is None or not path.is_file():
+        path = self._sidecar(clip_id, "labels")
+        if not path.is_file():
             return {}
         hw = self.frame_hw(clip_id)
         return {int(f["frameIndex"]): boxes_to_model_view(
@@ -222,9 +235,10 @@ class FolderClips(ClipSource):
 
         return CropView.of(*self.frame_hw(clip_id)).as_dict()
 
-    def _sidecar(self, clip_id: str, name: str) -> Path | None:
-        """A video clip's <stem>.<name>.json next to it."""
-        return self._paths[clip_id].with_name(f"{clip_id}.{name}.json")
+    def _sidecar(self, clip_id: str, name: str) -> Path:
+        """<name>.json inside a clip's subfolder, or a video's <stem>.<name>.json beside it."""
+        path = self._paths[clip_id]
+        return path / f"{name}.json" if path.is_dir() else path.with_name(f"{clip_id}.{name}.json")
 
 
 class StoreClips(ClipSource):

@@ -63,17 +63,16 @@ class EvalClips:
         min_length = length if min_length is None else min_length
         clips, short = [], []
         for clip_id in ids:
-            info = source.info(clip_id)  # a store's index and ego arrays, a folder's ego.json: no frames decoded
-            usable = info.num_frames - start_frame
+            speed, yaw = source.ego(clip_id)  # a store's ego arrays, a folder's ego.json (a video is decoded to count)
+            usable = len(speed) - start_frame
             if usable < min_length:
                 short.append(clip_id)
                 continue
             n = min(usable, length)
             window = slice(start_frame, start_frame + n)
-            boxes = {i - start_frame: b for i, b in source.labels(clip_id).items() if start_frame <= i < start_frame + n}
-            clips.append(EvalClip(clip_id, n, info.speed_mps[window].astype(np.float64),
-                                  info.yaw_rate_rps[window].astype(np.float64),
-                                  boxes if source.kind != "folder" else None))  # a folder labels few frames
+            boxes = None if source.kind == "folder" else {  # a folder labels few frames, if any: no scene checks
+                i - start_frame: b for i, b in source.labels(clip_id).items() if start_frame <= i < start_frame + n}
+            clips.append(EvalClip(clip_id, n, speed[window].astype(np.float64), yaw[window].astype(np.float64), boxes))
             if limit is not None and len(clips) >= limit:
                 break
         if not clips:

@@ -104,9 +104,9 @@ def detector_accuracy(detect: Callable, clips, classes: tuple[str, ...] = ("car"
                     continue
                 far = max_distance_m is not None and b.get("distance_m", 0.0) > max_distance_m
                 annotations.append({"id": len(annotations) + 1, "image_id": image_id,
-                                    "category_id": category_id[b["category"]], "bbox": _xywh(b["box2d"]),
+                                    "category_id": category_id[b["category"]], "bbox": xywh(b["box2d"]),
                                     "area": _area(b["box2d"]), "iscrowd": int(far or bool(b.get("ignored")))})
-            results += [{"image_id": image_id, "category_id": category_id[b["category"]], "bbox": _xywh(b["box2d"]),
+            results += [{"image_id": image_id, "category_id": category_id[b["category"]], "bbox": xywh(b["box2d"]),
                          "score": float(b["score"])} for b in boxes if b["category"] in category_id]
     if not images:
         raise ValueError(f"{source} has no labelled frames to score a detector on")
@@ -121,7 +121,8 @@ def detector_accuracy(detect: Callable, clips, classes: tuple[str, ...] = ("car"
     return out
 
 
-def _xywh(box: dict) -> list[float]:
+def xywh(box: dict) -> list[float]:
+    """A box2d {x1, y1, x2, y2} as COCO's [x, y, width, height]."""
     return [float(box["x1"]), float(box["y1"]), float(box["x2"]) - float(box["x1"]), float(box["y2"]) - float(box["y1"])]
 
 
