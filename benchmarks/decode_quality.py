@@ -45,7 +45,8 @@ def main(argv=None) -> None:
     bundle_path = args.bundle or str(embedded.bundle_path())
     bundle = load_bundle(bundle_path, video_decoder=False)
     clips = EvalClips.open(args.heldout or embedded.clips_path(), args.frames, limit=args.clips)
-    sim = Simulator(bundle, decoder="tokenizer")
+    raster_order = bundle.layout.grid  # a wavefront as wide as a row is raster order, whatever the bundle's default
+    sim = Simulator(bundle, decoder="tokenizer", wavefront=raster_order)
     tokens = [sim.encode(clips.frames(c)).cpu() for c in clips.clips]
     common = {"bench": "decode_quality", "git": git_sha(), "device": device_name(torch.device("cpu")),
               "bundle": bundle_path, "clips": len(tokens), "frames": args.frames}
@@ -77,7 +78,8 @@ def main(argv=None) -> None:
                     quantized = copy.deepcopy(bundle)
                     quantized.world_model.quantize("int8")
                 model = quantized
-            value = mean_surprise(Simulator(model, decoder="tokenizer", kv_dtype="fp8" if "fp8" in option else None)
+            value = mean_surprise(Simulator(model, decoder="tokenizer", wavefront=raster_order,
+                                            kv_dtype="fp8" if "fp8" in option else None)
                                   .score(tokens, cached=True))
             emit({**common, "option": option, "surprise": value, "delta_nats": value - cached,
                   "seconds": round(time.perf_counter() - started, 1)})

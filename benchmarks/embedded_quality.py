@@ -39,7 +39,7 @@ def summary(result: dict) -> dict:
     rollout = rows[(f"tok+wm+{decoder}", s["top_k"][0], decoder)]
     copy = rows[("copy-last", None, None)]
     own, baseline = np.asarray(rollout["per_clip"]["mse"]), np.asarray(copy["per_clip"]["mse"])
-    out = {"clips": s["num_clips"], "top_k": s["top_k"][0], "decoder": decoder,
+    out = {"clips": s["num_clips"], "top_k": s["top_k"][0], "temperature": s["temperature"], "decoder": decoder,
            "psnr_dec_db": rows.get(("tok+dec", None, "dec"), {}).get("psnr"),
            "psnr_vdec_db": rows.get(("tok+vdec", None, "vdec"), {}).get("psnr"),
            "surprise_real": rows[("tok+dec", None, "dec")]["surprise"],

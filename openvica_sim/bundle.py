@@ -39,7 +39,8 @@ PARTS = ("tokenizer", "world_model", "video_decoder")
 # Which model presets make up a bundle preset.
 PRESETS: dict[str, dict[str, str]] = {
     "lwm-7b": {"tokenizer": "amused-256", "world_model": "lwm-7b"},  # the paper's shapes
-    "tiny": {"tokenizer": "tiny", "world_model": "tiny"},  # the embedded default's shapes
+    "tiny": {"tokenizer": "tiny", "world_model": "tiny"},  # the first embedded default's shapes
+    "embedded": {"tokenizer": "embedded", "world_model": "embedded"},  # the second generation's (issue 19)
     "test": {"tokenizer": "test", "world_model": "test"},  # unit tests
 }
 
@@ -58,6 +59,7 @@ class Bundle:
     top_k: int = TOP_K  # the sampling default of this bundle's WM (engine, env and CLI use it unless told)
     context_frames: int = 16  # frames its WM saw in training (T + N): the engine's context unless told
     wavefront: int | None = None  # its decoding schedule by default (None: raster)
+    temperature: float = 1.0  # its sampling temperature by default (a small WM keeps the scene better below 1)
 
     def __post_init__(self):
         self.check()
@@ -123,7 +125,8 @@ class Bundle:
             "vision_vocab_size": wm.vision_vocab_size,
             "special_ids": {"end_of_frame": wm.end_of_frame_id, "end_of_vision": wm.end_of_vision_id},
             "prompt": self.prompt,
-            "sampling": {"top_k": self.top_k, "context_frames": self.context_frames, "wavefront": self.wavefront},
+            "sampling": {"top_k": self.top_k, "context_frames": self.context_frames, "wavefront": self.wavefront,
+                         "temperature": self.temperature},
             "action_conditioned": self.action_conditioned,
             "parts": {p: getattr(self, p) is not None for p in PARTS},
         }
@@ -149,7 +152,7 @@ def save_bundle(bundle: Bundle, path: str | Path, adapter: str | Path | None = N
 def create_bundle(tokenizer: str | Path, world_model: str | Path, out: str | Path,
                   video_decoder: str | Path | None = None, action_conditioned: bool = False,
                   prompt: str = PROMPT, adapter: str | Path | None = None, top_k: int = None,
-                  context_frames: int = 16, wavefront: int | None = None) -> Path:
+                  context_frames: int = 16, wavefront: int | None = None, temperature: float = 1.0) -> Path:
     """Assemble a bundle from converted parts (`openvica bundle create`).
 
     `tokenizer` is a VQModel folder (`openvica convert vqgan`, or aMUSEd's `vqvae/`), `world_model` a folder from
@@ -158,7 +161,8 @@ def create_bundle(tokenizer: str | Path, world_model: str | Path, out: str | Pat
     loaded: its folder is hard-linked (or copied) into the bundle, so a 7B model assembles in seconds. `adapter`
     is a LoRA run's `world_model_adapter/` (training/wm.py), stored beside it and merged at load time. `top_k` is the
     bundle's sampling default (None: the paper's k = 1000, or the codebook size if smaller); `context_frames` the
-    window its WM was trained on (T + N: the engine's context), `wavefront` its default decoding schedule.
+    window its WM was trained on (T + N: the engine's context), `wavefront` its default decoding schedule and
+    `temperature` its default sampling temperature.
 
     Raises:
         FileNotFoundError: a part folder is missing or incomplete.
@@ -177,7 +181,7 @@ def create_bundle(tokenizer: str | Path, world_model: str | Path, out: str | Pat
                     text_tokenizer=AutoTokenizer.from_pretrained(world_model, local_files_only=True),
                     action_conditioned=action_conditioned,
                     top_k=top_k or min(TOP_K, config.codebook_size), context_frames=context_frames,
-                    wavefront=wavefront)
+                    wavefront=wavefront, temperature=temperature)
 
     def link_world_model(folder: Path) -> None:
         shutil.copytree(world_model, folder, copy_function=_link_or_copy)
@@ -284,6 +288,7 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu", dtype: tor
         top_k=int(meta.get("sampling", {}).get("top_k", TOP_K)),
         context_frames=int(meta.get("sampling", {}).get("context_frames") or 16),
         wavefront=meta.get("sampling", {}).get("wavefront"),
+        temperature=float(meta.get("sampling", {}).get("temperature", 1.0)),
     )
     if quant is not None:
         bundle.world_model.quantize(quant)

@@ -179,6 +179,7 @@ def bundle_create(args) -> int:
 
     out = create_bundle(args.tokenizer, args.world_model, args.out, video_decoder=args.video_decoder,
                         action_conditioned=args.action_conditioned, adapter=args.adapter, top_k=args.top_k,
+                        temperature=args.temperature,
                         context_frames=args.context_frames, wavefront=args.wavefront)
     how = "given" if args.video_decoder else "inflated from the tokenizer's decoder"
     print(f"wrote bundle {out} (video decoder {how}); try: openvica rollout --bundle {out} --video drive.mov")
@@ -214,29 +215,46 @@ def convert_vqgan(args) -> int:
 _LWM_FLAGS = ("num_heads", "num_kv_heads", "rope_theta", "rms_norm_eps", "max_position_embeddings", "codebook_size")
 
 
-def synthetic_store(args) -> int:
-    from .data.synthetic_store import write_synthetic_store
-
+def _tokenizer(args):
+    """The tokenizer of --tokenizer, or of --bundle (default: the embedded default's bundle)."""
     if args.tokenizer:
         from .models.tokenizer import Tokenizer
 
-        tokenizer = Tokenizer.from_pretrained(args.tokenizer, device=args.device)
-    else:
-        from .bundle import load_bundle
+        return Tokenizer.from_pretrained(args.tokenizer, device=args.device)
+    from .bundle import load_bundle
 
-        if args.bundle is None:
-            from . import embedded
+    if args.bundle is None:
+        from . import embedded
 
-            args.bundle = embedded.bundle_path()
-        tokenizer = load_bundle(args.bundle, device=args.device, video_decoder=False).tokenizer
+        args.bundle = embedded.bundle_path()
+    return load_bundle(args.bundle, device=args.device, video_decoder=False).tokenizer
+
+
+def _shard(text: str) -> tuple[int, int]:
     try:
-        shard = tuple(int(x) for x in args.shard.split("/"))
+        index, count = (int(x) for x in text.split("/"))
     except ValueError as e:
-        raise ValueError(f"--shard {args.shard!r}: expected i/n, e.g. 0/4 for the first of 4 processes") from e
-    index = write_synthetic_store(args.out, tokenizer, num_drives=args.drives, seconds=args.seconds, fps=args.fps,
-                                  seed=args.seed, split=args.split, world=args.world, shard=shard)
+        raise ValueError(f"--shard {text!r}: expected i/n, e.g. 0/4 for the first of 4 processes") from e
+    return index, count
+
+
+def synthetic_store(args) -> int:
+    from .data.synthetic_store import write_synthetic_store
+
+    index = write_synthetic_store(args.out, _tokenizer(args), num_drives=args.drives, seconds=args.seconds,
+                                  fps=args.fps, seed=args.seed, split=args.split, world=args.world,
+                                  shard=_shard(args.shard))
     print(f"{args.out}: {len(index['clips'])} synthetic drives, {index['num_frames']} frames (tokens, frames, ego "
           f"motion, car boxes on every frame)")
+    return 0
+
+
+def data_retokenize(args) -> int:
+    from .data.retokenize import retokenize_store
+
+    index = retokenize_store(args.store, args.out, _tokenizer(args), shard=_shard(args.shard),
+                             batch_size=args.batch_size)
+    print(f"{args.out}: {len(index['clips'])} clips, {index['num_frames']} frames re-encoded")
     return 0
 
 
@@ -320,10 +338,7 @@ def data_ingest(args) -> int:
     from .bundle import load_bundle
     from .data.ingest import ingest
 
-    try:
-        index, count = (int(x) for x in args.shard.split("/"))
-    except ValueError as e:
-        raise ValueError(f"--shard {args.shard!r}: expected i/n, e.g. 0/4 for the first of 4 processes") from e
+    index, count = _shard(args.shard)
     if args.tokenizer:
         from .models.tokenizer import Tokenizer
 
@@ -369,7 +384,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--steps", type=int, default=14, help="frames to predict (default 14, the paper's N)")
     r.add_argument("--top-k", type=int, default=None,
                    help="top-k sampling (default: the bundle's; the paper's 7B system: 1000, Table V)")
-    r.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0 = greedy)")
+    r.add_argument("--temperature", type=float, default=None,
+                   help="sampling temperature (0 = greedy; default: the bundle's)")
     r.add_argument("--seed", type=int, default=0, help="sampler seed: same seed, same video")
     r.add_argument("--ego", default=None, choices=["replay", *EGO_PROGRAMS],
                    help="ego commands of an action-conditioned bundle, one per predicted frame: replay the seed "
@@ -377,7 +393,8 @@ def _parser() -> argparse.ArgumentParser:
                    "last ego state (default constant)")
     r.add_argument("--wavefront", type=int, default=None, metavar="W",
                    help="wavefront decoding: row r of a frame starts once row r-1 has W codes (15W+16 world-model "
-                   "forwards a frame instead of 256; W=2: 5.6x fewer); default raster")
+                   "forwards a frame instead of 256; W=2: 5.6x fewer); default: the bundle's (openvica.json "
+                   "\"sampling\"), raster where it names none; 16 is raster")
     r.add_argument("--decoder", choices=["vdec", "dec"], default=None,
                    help="vdec: 3D video decoder (default when present); dec: image decoder (TOK+WM+DEC)")
     r.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
@@ -392,7 +409,7 @@ def _parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bundle", help="make bundles").add_subparsers(title="bundle commands")
     br = b.add_parser("random", help="a bundle of randomly initialised models (tests, benchmarks)")
-    br.add_argument("--preset", default="tiny", help="tiny | test | lwm-7b (7B needs ~28 GB in fp32)")
+    br.add_argument("--preset", default="tiny", help="tiny | embedded | test | lwm-7b (7B needs ~28 GB in fp32)")
     br.add_argument("--out", required=True)
     br.add_argument("--seed", type=int, default=0)
     br.add_argument("--action-conditioned", action="store_true", help="reserve ego-command tokens (docs/design.md)")
@@ -412,6 +429,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="frames its world model was trained on (T + N; default 16, the paper's): the engine's context")
     bc.add_argument("--wavefront", type=int, default=None, metavar="W",
                     help="its default decoding schedule: wavefront of width W (default raster)")
+    bc.add_argument("--temperature", type=float, default=1.0,
+                    help="its default sampling temperature (default 1.0; 0 is greedy)")
     bc.add_argument("--out", required=True)
     bc.set_defaults(run=bundle_create)
 
@@ -471,6 +490,20 @@ def _parser() -> argparse.ArgumentParser:
     di.add_argument("--num-workers", type=int, default=2, help="with --ray: tasks, i.e. shards (default 2); "
                     "with --device cuda each task takes one GPU")
     di.set_defaults(run=data_ingest)
+    dr = d.add_parser("retokenize", help="re-encode a store's frames with another tokenizer into a new store",
+                      description="After fine-tuning TOK (training/tok.py), the world model needs its clips encoded "
+                      "anew: this re-encodes the frames a store keeps (ingested with --store-frames, or `openvica "
+                      "synthetic store`) and copies everything else. Resumable; --shard i/n lets n processes write "
+                      "one store.")
+    dr.add_argument("store", help="the source store (with frames)")
+    dr.add_argument("--out", required=True, help="the new store")
+    which = dr.add_mutually_exclusive_group(required=True)
+    which.add_argument("--tokenizer", help="tokenizer folder, e.g. training/tok.py's run.dir/tokenizer")
+    which.add_argument("--bundle", help="or a bundle whose tokenizer encodes the frames")
+    dr.add_argument("--shard", default="0/1", help="i/n: this process re-encodes clips i, i+n, ... (default 0/1)")
+    dr.add_argument("--batch-size", type=int, default=16, help="frames per tokenizer call")
+    dr.add_argument("--device", default="cpu")
+    dr.set_defaults(run=data_retokenize)
 
     sc = sub.add_parser("scenarios", help="rare-scenario datasets: generate, replay, mine real clips, test a "
                         "detector").add_subparsers(title="scenarios commands")
@@ -505,10 +538,11 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--decoder", nargs="+", choices=["vdec", "dec"], default=None,
                     help="decoders to score (Table VI); default both the bundle has")
     ev.add_argument("--no-transcode", action="store_true", help="skip the TOK+DEC / TOK+VDEC reference rows")
-    ev.add_argument("--temperature", type=float, default=1.0)
+    ev.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the bundle's)")
     ev.add_argument("--seed", type=int, default=0, help="sampler seed: clip i samples with sha256(seed:clip id)")
     ev.add_argument("--wavefront", type=int, default=None, metavar="W", help="decode by the wavefront schedule of "
-                    "width W (`openvica rollout --wavefront`); default raster")
+                    "width W (`openvica rollout --wavefront`); default: the bundle's, raster where it names none; "
+                    "16 is raster")
     ev.add_argument("--ego-probe", metavar="DIR", default=None,
                     help="ego-motion probe folder (training/probe.py) for command adherence")
     _network_flags(ev, video=True)

@@ -52,6 +52,23 @@ def codebook_loss(z_q: torch.Tensor, z_tilde: torch.Tensor, beta: float = BETA) 
     return F.mse_loss(z_q, z_tilde.detach()) + beta * F.mse_loss(z_tilde, z_q.detach())
 
 
+def locality_loss(z_tilde: torch.Tensor, z_tilde_pasted: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Not in the paper: ||z~(x) - z~(x')||^2 where x' is x with some regions pasted over, at the token positions
+    `keep` (B, h, w) that the paste left alone (the pasted regions and a margin around them excluded), relative to the
+    latents' variance over the batch (so shrinking every latent does not lower it).
+
+    A token should depend on its own patch and its neighbours, not on the rest of the frame. ENC's GroupNorms pool
+    their statistics over the whole frame, so without this a car entering at the left edge moves every latent (a
+    64x64 black square flipped 90 % of the codes ten patches away in the first embedded TOK), and the world model
+    is asked to predict flips that no motion explains. z_tilde, z_tilde_pasted: (B, d, h, w), both with gradients.
+    """
+    if not keep.any():
+        raise ValueError("keep selects no token position: paste smaller regions")
+    moved = (z_tilde - z_tilde_pasted).pow(2).sum(1)  # (B, h, w)
+    scale = z_tilde.detach().var(dim=(0, 2, 3)).sum().clamp_min(1e-12)  # total variance of a latent vector
+    return moved[keep].mean() / scale
+
+
 def straight_through(z_q: torch.Tensor, z_tilde: torch.Tensor) -> torch.Tensor:
     """z in the forward pass, the identity to z~ in the backward pass (paper III-C b: gradients of J_rec, J_SSL
     and J_G are copied from z to z~, reaching the codebook only through eq. (4))."""

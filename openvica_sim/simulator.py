@@ -112,7 +112,7 @@ class Simulator:
         bundle: the models (see `openvica_sim.bundle.load_bundle`).
         top_k: sample among the k most probable codes; default the bundle's `top_k` (openvica.json "sampling"),
             the paper's k = 1000 (Table V) for the 7B system.
-        temperature: softmax temperature; 0 is greedy.
+        temperature: softmax temperature; 0 is greedy. Default the bundle's (openvica.json "sampling", 1.0 if unset).
         decoder: "video_decoder" (VDEC, one frame of lookahead) or "tokenizer" (the image DEC, the
             paper's TOK+WM+DEC system). Default: VDEC when the bundle has one.
         context_frames: frames the WM sees at most; past that the oldest half is dropped. Default the bundle's
@@ -133,12 +133,14 @@ class Simulator:
             count (faster with many cores; frames then depend on it, tokens do not).
     """
 
-    def __init__(self, bundle: Bundle, top_k: int | None = None, temperature: float = 1.0, decoder: str | None = None,
+    def __init__(self, bundle: Bundle, top_k: int | None = None, temperature: float | None = None,
+                 decoder: str | None = None,
                  context_frames: int | None = None, min_rows: int = MIN_ROWS, wavefront: int | None = None,
                  compile: bool = False, kv_dtype: str | None = None, codec_threads: int | None = CODEC_THREADS):
         top_k = bundle.top_k if top_k is None else top_k
         context_frames = bundle.context_frames if context_frames is None else context_frames
         wavefront = bundle.wavefront if wavefront is None else wavefront
+        temperature = bundle.temperature if temperature is None else temperature
         if top_k < 1:
             raise ValueError(f"top_k={top_k} must be at least 1 (1 is greedy)")
         if temperature < 0:

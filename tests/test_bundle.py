@@ -78,10 +78,13 @@ def test_a_bundle_carries_its_decoding_defaults_and_the_simulator_takes_them(tmp
     from openvica_sim.simulator import Simulator
 
     parts = save_bundle(test_bundle, tmp_path / "parts")
-    made = create_bundle(parts / "tokenizer", parts / "world_model", tmp_path / "b", context_frames=8, wavefront=2)
-    assert read_meta(made)["sampling"] == {"top_k": 64, "context_frames": 8, "wavefront": 2}
+    made = create_bundle(parts / "tokenizer", parts / "world_model", tmp_path / "b", context_frames=8, wavefront=2,
+                         temperature=0.5)
+    assert read_meta(made)["sampling"] == {"top_k": 64, "context_frames": 8, "wavefront": 2, "temperature": 0.5}
     sim = Simulator(load_bundle(made), decoder="tokenizer")
-    assert sim.context_frames == 8 and sim.wavefront == 2 and sim.schedule.num_steps == 46
-    raster = Simulator(load_bundle(made), decoder="tokenizer", wavefront=16, context_frames=12)
+    assert sim.context_frames == 8 and sim.wavefront == 2 and sim.schedule.num_steps == 46 and sim.temperature == 0.5
+    raster = Simulator(load_bundle(made), decoder="tokenizer", wavefront=16, context_frames=12, temperature=0)
     assert raster.schedule is None and raster.context_frames == 12  # 16 is raster order: the raster loop runs it
-    assert Simulator(load_bundle(parts), decoder="tokenizer").context_frames == 16  # older bundles: the paper's
+    assert raster.temperature == 0  # told beats the bundle's
+    older = Simulator(load_bundle(parts), decoder="tokenizer")
+    assert older.context_frames == 16 and older.temperature == 1.0  # older bundles: the paper's

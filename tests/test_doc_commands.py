@@ -122,6 +122,17 @@ def test_the_getting_started_env_loop_runs_and_writes_its_video_and_contact_shee
     assert (tmp_path / "env.mp4").stat().st_size > 0 and (tmp_path / "env.png").stat().st_size > 0
 
 
+def test_the_getting_started_engine_block_runs_on_the_bundle_its_page_makes(tmp_path, monkeypatch):
+    [(_, line, code)] = [p for p in PYTHON if p[0] == "docs/getting-started.md" and "sim.branch(" in p[2]]
+    [argv] = [c[2] for c in OPENVICA if c[0] == "docs/getting-started.md" and c[2][1:3] == ["bundle", "random"]]
+    monkeypatch.chdir(tmp_path)
+    args = _parser().parse_args(argv[1:])
+    args.run(args)  # `openvica bundle random --preset tiny --out my-bundle`, as the page shows it
+    namespace: dict = {}
+    exec(compile(code, f"docs/getting-started.md:{line}", "exec"), namespace)
+    assert namespace["out"].frames.shape == (2, 14, 256, 256, 3) and namespace["step"].frames.shape == (2, 256, 256, 3)
+
+
 def test_a_renamed_flag_would_fail(tmp_path, capsys):
     doc = tmp_path / "doc.md"
     doc.write_text("```bash\nopenvica scenarios generate --spec fog --seeds clips.zarr --out fog\n```\n")

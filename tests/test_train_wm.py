@@ -135,3 +135,23 @@ def test_lora_at_lwm_7b_shapes_trains_the_papers_share_of_parameters():
     trainable, total = trainable_fraction(model)
     print(f"lwm-7b LoRA r=64: {trainable / 1e6:.1f}M of {total / 1e9:.3f}B trainable ({100 * trainable / total:.2f} %)")
     assert 6.9e9 < total < 7.0e9 and 2.3 < 100 * trainable / total < 2.45
+
+
+def test_code_noise_misplaces_input_codes_of_predicted_frames_only_and_keeps_targets_clean(store):
+    from openvica_sim.data.loaders import TokenWindows
+    from openvica_sim.models.world_model import create_world_model
+    from openvica_sim.training.wm import make_batch
+
+    config = create_world_model("test").config
+    batch = torch.utils.data.default_collate([TokenWindows(store, window=4)[i] for i in range(2)])
+    args = ([1, 5, 6], config, None, 0.0)
+    clean_inputs, clean_targets, mask = make_batch(batch, *args, torch.Generator().manual_seed(0), torch.device("cpu"))
+    inputs, targets, noisy_mask = make_batch(batch, *args, torch.Generator().manual_seed(0), torch.device("cpu"),
+                                             code_noise=0.3, num_seed_frames=2)
+    assert torch.equal(targets, clean_targets) and torch.equal(mask, noisy_mask), "targets never see the noise"
+    n_prime = 256 + 1
+    changed = (inputs != clean_inputs)[:, 3:]  # after the 3 prompt ids: the frames, less the last id
+    per_frame = torch.nn.functional.pad(changed, (0, 1)).reshape(2, 4, n_prime).float().mean(-1)
+    assert per_frame[:, :2].sum() == 0, "seed frames stay real"
+    assert ((per_frame[:, 2:] > 0.1) & (per_frame[:, 2:] < 0.35)).all(), per_frame  # ~0.3 minus same-code draws
+    assert (inputs[clean_inputs != inputs] >= config.vision_id(0)).all(), "only codes are replaced, by codes"

@@ -6,35 +6,46 @@
 # on five times the drives, is training/embedded_gpu.sh; the BDD100K-layout round trip (`openvica synthetic
 # bdd100k` -> `openvica data ingest`) is the ingest path's test, not needed here.
 #
-# Status (2026-12-02): one CPU run of this recipe (2,400 WM steps, about 1.6 h; openvica_sim/embedded/RECIPE.json,
-# "second_generation_cpu_run") made an action-conditioned bundle whose rollouts still lose the lane markings and
-# whose commands do not show in the ego-motion probe, so the shipped default is still the first generation's. Its
-# GPU counterpart, training/embedded_gpu.sh, trains on 5x the drives with 40x the windows and waits for a device.
+# Five stages, every one this project's own command: TOK+DEC from scratch (K = 1024), TOK+DEC moved to K = 256 and
+# made local (experiment/embedded_tok_local.yaml: a token changes when its patch does, not when something moves
+# elsewhere), the drives rendered and tokenised by it, the action-conditioned WM (the `embedded` preset), VDEC
+# inflated from the new DEC, the ego-motion probe, then the bundle and its pictures.
 #
-#   make embedded                      # = bash training/embedded.sh, on a 2-core CPU several hours
+#   make embedded                      # = bash training/embedded.sh, on a 2-core CPU about five hours
 #   OUT=/tmp/emb bash training/embedded.sh
-#   TOKENIZER=openvica_sim/embedded/bundle/tokenizer VIDEO_DECODER=openvica_sim/embedded/bundle/video_decoder \
-#       bash training/embedded.sh     # keep the shipped TOK+DEC and VDEC (how the second generation was made)
+#   TOKENIZER_STAGE1=openvica_sim/embedded/bundle/tokenizer bash training/embedded.sh   # start from a K = 1024 TOK
+#   TOKENIZER=... VIDEO_DECODER=... bash training/embedded.sh    # keep a finished TOK+DEC (and VDEC): WM only
 set -euo pipefail
 OUT=${OUT:-runs/embedded}
 BIN=${BIN:-.venv/bin}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-TOP_K=${TOP_K:-100}    # the bundle's sampling default (see the README: measured against the continuation)
+TOP_K=${TOP_K:-10}              # the bundle's sampling defaults (docs/embedded-default.md: measured against
+TEMPERATURE=${TEMPERATURE:-0.5}  # the real continuation on held-out drives)
 TIMES="$OUT/times.txt"; mkdir -p "$OUT"
 step() { echo "== $(date +%T) $*" >&2; echo "$(date +%s) $*" >> "$TIMES"; }
 
-DRIVES=${DRIVES:-192}; VAL_DRIVES=${VAL_DRIVES:-12}
+DRIVES=${DRIVES:-384}; VAL_DRIVES=${VAL_DRIVES:-12}
 JOBS=${JOBS:-2}  # one `synthetic store` shard per core
 
 if [ -z "${TOKENIZER:-}" ]; then
     step "1. frames of $((DRIVES / 2)) drives of the drivable world for TOK+DEC (the random tokenizer's tokens unused)"
     [ -d "$OUT/random-bundle" ] || "$BIN/openvica" bundle random --preset tiny --out "$OUT/random-bundle" --seed 0
-    "$BIN/openvica" synthetic store --out "$OUT/frames.zarr" --drives $((DRIVES / 2)) --seconds 10 --seed 0 \
-        --bundle "$OUT/random-bundle"
+    for ((i = 0; i < JOBS; i++)); do
+        "$BIN/openvica" synthetic store --out "$OUT/frames.zarr" --drives $((DRIVES / 2)) --seconds 10 --seed 0 \
+            --bundle "$OUT/random-bundle" --shard "$i/$JOBS" > "$OUT/frames-$i.log" 2>&1 &
+    done
+    wait
+    "$BIN/python" -c "from openvica_sim.data.store import consolidate; consolidate('$OUT/frames.zarr')"
 
-    step "2. TOK+DEC"
-    "$BIN/python" training/tok.py +experiment=embedded_tok data.store="$OUT/frames.zarr" run.dir="$OUT/tok"
-    TOKENIZER="$OUT/tok/tokenizer"
+    if [ -z "${TOKENIZER_STAGE1:-}" ]; then
+        step "2a. TOK+DEC from scratch (K = 1024)"
+        "$BIN/python" training/tok.py +experiment=embedded_tok data.store="$OUT/frames.zarr" run.dir="$OUT/tok"
+        TOKENIZER_STAGE1="$OUT/tok/tokenizer"
+    fi
+    step "2b. TOK+DEC moved to K = 256 and made local, from $TOKENIZER_STAGE1"
+    "$BIN/python" training/tok.py +experiment=embedded_tok_local data.store="$OUT/frames.zarr" \
+        model.tokenizer.init="$TOKENIZER_STAGE1" run.dir="$OUT/tok-local"
+    TOKENIZER="$OUT/tok-local/tokenizer"
 else
     step "1-2. TOK+DEC given: $TOKENIZER"
 fi
@@ -65,9 +76,10 @@ step "6. the ego-motion probe (openvica eval video --ego-probe) on the same driv
 "$BIN/python" training/probe.py data.store="$OUT/train.zarr" data.val_store="$OUT/val.zarr" run.dir="$OUT/probe" \
     trainer.max_steps="${PROBE_STEPS:-3000}" optim.decay_steps=$((${PROBE_STEPS:-3000} - 100))
 
-step "7. the bundle (8-frame context, the WM's training window), into the package with 8 held-out seed clips"
+step "7. the bundle (8-frame context, the WM's training window; wavefront 2), into the package with 8 held-out clips"
 "$BIN/openvica" bundle create --tokenizer "$TOKENIZER" --world-model "$OUT/wm/world_model" \
-    --video-decoder "$VIDEO_DECODER" --action-conditioned --top-k "$TOP_K" --context-frames 8 --out "$OUT/bundle"
+    --video-decoder "$VIDEO_DECODER" --action-conditioned --top-k "$TOP_K" --temperature "$TEMPERATURE" \
+    --context-frames 8 --wavefront 2 --out "$OUT/bundle"
 "$BIN/python" -m openvica_sim.embedded --bundle "$OUT/bundle" --heldout "$OUT/val.zarr" --clips 8 \
     --probe "$OUT/probe/ego_probe" --pictures docs
 step "done: $OUT/bundle and $OUT/probe, shipped in openvica_sim/embedded/, pictures in docs/ (step times: $TIMES)"

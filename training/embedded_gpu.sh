@@ -16,7 +16,7 @@ OUT=${OUT:?set OUT}; mkdir -p "$OUT"
 DEVICE=${DEVICE:-cuda}
 JOBS=${JOBS:-$(nproc)}
 DRIVES=${DRIVES:-960}; VAL_DRIVES=${VAL_DRIVES:-12}; SECONDS_PER_DRIVE=${SECONDS_PER_DRIVE:-10}
-WM_STEPS=${WM_STEPS:-3000}; WM_BATCH=${WM_BATCH:-32}; WM_PRESET=${WM_PRESET:-tiny}
+WM_STEPS=${WM_STEPS:-3000}; WM_BATCH=${WM_BATCH:-32}; WM_PRESET=${WM_PRESET:-embedded}
 PROBE_STEPS=${PROBE_STEPS:-1500}; EVAL_CLIPS=${EVAL_CLIPS:-12}
 PY=${PY:-python3}
 TOK=openvica_sim/embedded/bundle/tokenizer; VDEC=openvica_sim/embedded/bundle/video_decoder
@@ -57,7 +57,7 @@ cp -r "$OUT/probe/ego_probe" "$OUT/ego_probe"
 
 step "4. the bundle: shipped TOK+DEC and VDEC, the new world model, an 8-frame context"
 "${OPENVICA[@]}" bundle create --tokenizer "$TOK" --world-model "$OUT/wm/world_model" --video-decoder "$VDEC" \
-    --action-conditioned --top-k 100 --context-frames 8 --out "$OUT/bundle"
+    --action-conditioned --top-k 10 --temperature 0.5 --context-frames 8 --wavefront 2 --out "$OUT/bundle"
 
 step "5. the harness on the held-out drives (command adherence with the new probe)"
 OMP_NUM_THREADS=$JOBS "${OPENVICA[@]}" eval video --bundle "$OUT/bundle" --clips "$OUT/val.zarr" \

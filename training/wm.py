@@ -82,9 +82,27 @@ def trainable_fraction(model: torch.nn.Module) -> tuple[int, int]:
     return trainable, total
 
 
+def corrupt_codes(codes: torch.Tensor, rate: float, num_seed_frames: int, generator: torch.Generator) -> torch.Tensor:
+    """A copy of codes (B, F, h, w) in which `rate` of the predicted frames' codes (frames >= num_seed_frames) are
+    replaced by a code of the same frame at a random place: the kind of mistake a sampled frame makes (a plausible
+    code in the wrong place). Fed as inputs with the clean codes as targets, so that the world model learns to
+    recover from its own draws instead of trusting the codes above and left of the one it predicts (which teacher
+    forcing always gets right, and a rollout does not)."""
+    if rate <= 0:
+        return codes
+    B, F, h, w = codes.shape
+    flat = codes.reshape(B, F, h * w).clone()
+    hit = torch.rand(B, F, h * w, generator=generator) < rate
+    hit[:, :num_seed_frames] = False  # seed frames are real frames in a rollout too
+    source = torch.randint(0, h * w, (B, F, h * w), generator=generator)
+    flat[hit] = torch.gather(flat, 2, source.to(flat.device))[hit]
+    return flat.reshape(B, F, h, w)
+
+
 def make_batch(batch: dict, prompt_ids: list[int], config, coding: ActionCoding | None, dropout: float,
-               generator: torch.Generator, device: torch.device):
-    """Store windows -> (input ids (B, L), target ids (B, L), loss mask (B, L))."""
+               generator: torch.Generator, device: torch.device, code_noise: float = 0.0, num_seed_frames: int = 2):
+    """Store windows -> (input ids (B, L), target ids (B, L), loss mask (B, L)); with `code_noise`, the inputs'
+    predicted frames carry that share of misplaced codes (`corrupt_codes`) and the targets stay clean."""
     codes = batch["tokens"].to(device)  # (B, F, h, w)
     B, F = codes.shape[:2]
     ego = None
@@ -93,10 +111,13 @@ def make_batch(batch: dict, prompt_ids: list[int], config, coding: ActionCoding 
         drop = torch.rand(B, F, generator=generator) < dropout  # 10 % "unknown": robust to missing ego data
         ego = torch.where(drop[..., None], torch.as_tensor(coding.unknown_ids((B, F))), ids).to(device)
     layout = SequenceLayout.of(config, codes.shape[-1], coding is not None)
-    frames = layout.frame_ids(codes, ego).reshape(B, -1)  # (B, F n')
     prompt = torch.tensor(prompt_ids, device=device).expand(B, -1)  # (B, M)
-    sequence = torch.cat([prompt, frames], dim=1)
-    inputs, targets = sequence[:, :-1], sequence[:, 1:]
+
+    def sequence(frame_codes: torch.Tensor) -> torch.Tensor:
+        return torch.cat([prompt, layout.frame_ids(frame_codes, ego).reshape(B, -1)], dim=1)  # (B, M + F n')
+
+    targets = sequence(codes)[:, 1:]
+    inputs = sequence(corrupt_codes(codes, code_noise, num_seed_frames, generator))[:, :-1]
     return inputs, targets, layout.code_targets(targets)
 
 
@@ -110,6 +131,8 @@ def build_stage(context: Context) -> Stage:
     prompt_ids = encode_prompt(text_tokenizer, config.text_vocab_size, cfg["model"].get("prompt") or PROMPT)
     coding = ActionCoding(config.codebook_size) if cfg["data"]["action_conditioned"] else None
     bf16 = device.type == "cuda" and trainer["bf16"]
+    # bf16 matrix products on a CPU with AVX512-BF16 (the embedded default's 2-core EPYC: 1.3x a step), fp32 weights
+    autocast = bf16 or (device.type == "cpu" and bool(trainer.get("cpu_bf16")))
     if context.checkpoint is not None:  # whole weights into the whole model, before FSDP shards it
         load_trainable_state(wm, context.checkpoint[0])
     model = prepare(wm, world, cfg["scaling"]["strategy"], SHARD_BLOCKS, bf16)
@@ -130,8 +153,8 @@ def build_stage(context: Context) -> Stage:
     def step(batch: dict, index: int) -> dict:
         generator = step_generator(cfg["seed"], index, rank)
         inputs, targets, mask = make_batch(batch, prompt_ids, config, coding, trainer["action_dropout"], generator,
-                                           device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                                           device, trainer.get("code_noise", 0.0), cfg["data"]["num_seed_frames"])
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             logits = model(inputs)  # WorldModel.forward: full-vocabulary logits (B, L, V)
         loss = world_model_loss(logits, targets, mask)
         optimizer.zero_grad(set_to_none=True)

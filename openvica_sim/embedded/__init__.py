@@ -1,7 +1,8 @@
 """The embedded default: a tiny simulator trained on the synthetic world, shipped with the package (issue 7).
 
     bundle/          openvica.json, tokenizer/, world_model/, video_decoder/ (the `tiny` family, safetensors)
-    clips/<clip>/    held-out synthetic clips, 16 frames each (000000.jpg ...), never seen in training
+    clips/<clip>/    held-out synthetic clips, 16 frames each (000000.jpg ...), never seen in training, with their ego
+                     motion (ego.json) and car boxes (labels.json)
     ego_probe/       the ego-motion probe of the synthetic world (training/probe.py) with its held-out accuracy
     RECIPE.json      how the bundle was made: the command, seeds, training time, the measured quality
 
@@ -51,30 +52,38 @@ def ego_probe_path() -> Path | None:
     return EGO_PROBE if (EGO_PROBE / "model.safetensors").is_file() else None
 
 
-def ship(bundle: str | Path, heldout: str | Path, num_clips: int = 8) -> None:
-    """Copy `bundle` into the package and export the first SEED_CLIP_FRAMES frames of the first `num_clips`
-    clips of the held-out store `heldout` (ingested with --store-frames) as JPEG seed clips."""
+def ship(bundle: str | Path, heldout: str | Path, num_clips: int = 8, root: str | Path = ROOT) -> None:
+    """Copy `bundle` into the package (`root`: this package's folder) and export the first SEED_CLIP_FRAMES frames
+    of the first `num_clips` clips of the held-out store `heldout` (ingested with --store-frames) as JPEG seed clips
+    with their ego motion and labels."""
     from openvica_sim.data.clips import StoreClips
     from openvica_sim.video_io import write_image
+
+    root = Path(root)
+    bundle_dir, clips_dir = root / BUNDLE.name, root / CLIPS.name
 
     source = StoreClips(heldout)
     clips = [c for c in source.infos() if c.num_frames >= SEED_CLIP_FRAMES][:num_clips]
     if len(clips) < num_clips:
         raise ValueError(f"{heldout} has {len(clips)} clips of >= {SEED_CLIP_FRAMES} frames; need {num_clips}")
-    shutil.rmtree(BUNDLE, ignore_errors=True)
-    shutil.copytree(bundle, BUNDLE)
-    shutil.rmtree(CLIPS, ignore_errors=True)
+    shutil.rmtree(bundle_dir, ignore_errors=True)
+    shutil.copytree(bundle, bundle_dir)
+    shutil.rmtree(clips_dir, ignore_errors=True)
     attributes = {}
     for clip in clips:
         window = source.window(clip.clip_id, 0, SEED_CLIP_FRAMES)
         for i, frame in enumerate(window.frames):
-            write_image(CLIPS / clip.clip_id / f"{i:06d}.jpg", frame, quality=95)
+            write_image(clips_dir / clip.clip_id / f"{i:06d}.jpg", frame, quality=95)
         # what a query and `--ego replay` read of a folder of clips (openvica_sim.data.clips.FolderClips)
         ego = {k: [round(float(x), 5) for x in getattr(window, k)] for k in ("speed_mps", "yaw_rate_rps")}
-        (CLIPS / clip.clip_id / "ego.json").write_text(json.dumps(ego) + "\n")
+        (clips_dir / clip.clip_id / "ego.json").write_text(json.dumps(ego) + "\n")
+        if window.labels:  # the world's ground truth (car boxes), so scenario datasets seeded here can be scored
+            frames = [{"frameIndex": i, "labels": [{k: box[k] for k in ("category", "box2d", "id") if k in box}
+                                                   for box in window.labels[i]]} for i in sorted(window.labels)]
+            (clips_dir / clip.clip_id / "labels.json").write_text(json.dumps(frames) + "\n")
         attributes[clip.clip_id] = clip.attributes
-    (CLIPS / "attributes.json").write_text(json.dumps(attributes, indent=1, sort_keys=True) + "\n")
-    print(f"shipped {BUNDLE} and {len(clips)} seed clips in {CLIPS}", file=sys.stderr)
+    (clips_dir / "attributes.json").write_text(json.dumps(attributes, indent=1, sort_keys=True) + "\n")
+    print(f"shipped {bundle_dir} and {len(clips)} seed clips in {clips_dir}", file=sys.stderr)
 
 
 def pictures(out: str | Path, bundle: str | Path | None = None, clip: int = 0, seed: int = 0) -> list[Path]:

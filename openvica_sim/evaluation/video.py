@@ -53,7 +53,7 @@ class VideoEvalSettings:
     start_frame: int = 0  # the window of each clip starts here
     top_k: list[int] | None = None  # None: the bundle's
     decoders: list[str] | None = None  # "vdec", "dec"; None: both the bundle has
-    temperature: float = 1.0
+    temperature: float | None = None  # None: the bundle's
     seed: int = 0
     wavefront: int | None = None  # the decoding schedule (Simulator(wavefront=)); None: raster
     transcode: bool = True  # the "no WM" reference rows
@@ -127,8 +127,8 @@ def evaluate_video(settings: VideoEvalSettings, out: str | Path, progress: bool 
             from openvica_sim.distributed import SimulatorPool
 
             pool = own_pool = SimulatorPool(settings.bundle, settings.num_workers, use_gpu=settings.use_gpu,
-                                            simulator_kwargs={"temperature": settings.temperature,
-                                                   "wavefront": settings.wavefront})
+                                            simulator_kwargs={"temperature": sim.temperature,
+                                                              "wavefront": settings.wavefront})
         run_jobs(jobs, cache, sim, pool, settings.batch_size, progress)
     finally:
         if own_pool is not None:
@@ -288,6 +288,7 @@ def _settings_record(settings, bundle, clips: EvalClips, ks, decoders, nets: Fea
         bundle_sha256=file_sha256(settings.bundle) if Path(settings.bundle).is_dir() else "unsaved",
         clips=clips.description, num_clips=len(clips),
         clip_list_sha256=clips.list_hash(), top_k=ks, decoders=decoders, feature_networks=nets.files,
+        temperature=sim.temperature, wavefront=sim.wavefront,
         ego_probe_sha256=file_sha256(settings.ego_probe) if settings.ego_probe else None,
         ego_probe_accuracy=probe.read_accuracy(settings.ego_probe) if probe is not None else None,
         action_conditioned=bundle.action_conditioned,

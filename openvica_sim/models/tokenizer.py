@@ -106,6 +106,9 @@ PRESETS: dict[str, dict] = {
     # Same class and token grid (16 x 16 per 256 x 256 frame), small enough for CPU tests and the embedded default.
     "tiny": dict(block_out_channels=(32, 32, 64, 64, 64), layers_per_block=1, latent_channels=32,
                  codebook_size=1024, norm_num_groups=16),
+    # The embedded default's second generation: tiny with K = 256 (training/conf/experiment/embedded_tok_local.yaml).
+    "embedded": dict(block_out_channels=(32, 32, 64, 64, 64), layers_per_block=1, latent_channels=32,
+                     codebook_size=256, norm_num_groups=16),
     # For unit tests only: smallest channels that keep the five levels.
     "test": dict(block_out_channels=(8, 8, 16, 16, 16), layers_per_block=1, latent_channels=8,
                  codebook_size=64, norm_num_groups=8),
@@ -169,6 +172,25 @@ class Tokenizer(nn.Module):
     def decoder_parameters(self):
         """DEC's parameters: post-quant conv and decoder (87.0M for aMUSEd-256)."""
         return [*self.vqmodel.post_quant_conv.parameters(), *self.vqmodel.decoder.parameters()]
+
+    def with_codebook(self, codebook: torch.Tensor) -> "Tokenizer":
+        """A copy with ENC and DEC as they are and a new codebook CB (K', d): how a trained tokenizer moves to another
+        codebook size (training/tok.py, `model.tokenizer.codebook_size`).
+
+        Raises:
+            ValueError: the codebook is not (K', d) with this tokenizer's d.
+        """
+        d = self.config.latent_channels
+        if codebook.ndim != 2 or codebook.shape[1] != d:
+            raise ValueError(f"codebook must be (K, {d}), got {tuple(codebook.shape)}")
+        config = TokenizerConfig(**{**asdict(self.config), "codebook_size": int(codebook.shape[0])})
+        vqmodel = VQModel(**config.to_vqmodel_kwargs())
+        weights = {k: v for k, v in self.vqmodel.state_dict().items() if not k.startswith("quantize.")}
+        vqmodel.load_state_dict(weights, strict=False)
+        param = next(self.parameters())
+        with torch.no_grad():
+            vqmodel.quantize.embedding.weight.copy_(codebook)
+        return Tokenizer(config, vqmodel).to(device=param.device, dtype=param.dtype)
 
     # ---- files -----------------------------------------------------------------------------------
     def save_pretrained(self, path: str | Path) -> None:

@@ -101,11 +101,19 @@ PRESETS: dict[str, dict] = {
     "lwm-7b": {},
     # Same layout, small enough to train on the synthetic world and run 14 frames on 2 CPU cores in seconds.
     # rope_theta 10k: trained from scratch on 16-frame windows, so LWM's 1M-context base buys nothing.
-    # 2 layers: a CPU decode step is bound by reading the layers' weights and by per-op overhead, both per layer.
-    # The embedded 14-frame rollout on 2 cores (`openvica rollout`, runs alternated): 4 layers 26-31 s, 2 layers 14-15 s.
+    # 2 layers: a CPU decode step is bound by reading the layers' weights and by per-op overhead, both per layer
+    # (docs/speed.md, "The CPU decode step").
     "tiny": dict(text_vocab_size=384, codebook_size=1024, vision_vocab_size=1216, hidden_size=256,
                  intermediate_size=704, num_layers=2, num_heads=4, num_kv_heads=4, rope_theta=10_000.0,
                  max_position_embeddings=8192),
+    # The embedded default's second generation (issue 19): the tiny family's vocabulary for a K = 256 tokenizer
+    # (the 190 ids after the codes and specials hold the ego ids, as in tiny), deeper and narrower: copying a
+    # patch from where the ego's motion moved it takes attention steps, not width; about the tiny preset's
+    # parameters and training cost per id. Its rollouts decode by wavefront (the bundle's default) to stay in the
+    # demo's 30 s on 2 cores.
+    "embedded": dict(text_vocab_size=384, codebook_size=256, vision_vocab_size=448, hidden_size=192,
+                     intermediate_size=512, num_layers=4, num_heads=4, num_kv_heads=4, rope_theta=10_000.0,
+                     max_position_embeddings=8192),
     # For unit tests only.
     "test": dict(text_vocab_size=384, codebook_size=64, vision_vocab_size=200, hidden_size=64,
                  intermediate_size=128, num_layers=2, num_heads=2, num_kv_heads=2, rope_theta=10_000.0,
@@ -154,7 +162,7 @@ class WorldModel(nn.Module):
         `input_ids` may have more rows W than the cache (B = cache.rows): rows B.. are padding that only widen
         the matrix products (the engine's fixed row width, for batch invariance); they attend to nothing and
         their outputs are meaningless. Attention and the cache, which grow with the context, cost B rows, not W:
-        at batch 1 and a 4-row width that is 4x less key/value traffic (18 -> 7 ms per id at 4k positions, tiny).
+        at batch 1 and a 4-row width that is 4x less key/value traffic (docs/speed.md, "The CPU decode step").
         """
         W, L = input_ids.shape
         start = cache.length
@@ -222,12 +230,11 @@ class WorldModel(nn.Module):
     def _cpu_decode_weights(self) -> list[dict]:
         """Per layer, the weights of a decode step fused (q|k|v, gate|up) and transposed, rebuilt when any changes.
 
-        On a CPU a small model's decode step is bound by per-op overhead, small-M GEMMs (4 rows x 256 runs at a
-        third of a 1-row GEMV here) and reading the weights (the tiny preset's `num_layers` comment): three products
-        per layer instead of seven and no module calls took the 4-layer tiny WM's 14-frame rollout from 31.7 to
-        25-27 s on 2 cores. It copies the layer weights, which a CPU model can afford; on a GPU that would be 13 GB
+        On a CPU a small model's decode step is bound by per-op overhead, small-M GEMMs and reading the weights:
+        three products per layer instead of seven, and no module calls (docs/speed.md, "The CPU decode step", has
+        what it saved). It copies the layer weights, which a CPU model can afford; on a GPU that would be 13 GB
         for 7B, and launch overhead is CUDA graphs' job.
-        The parameter list is taken once (walking the modules each step would cost 0.5 ms an id). Int8 layers
+        The parameter list is taken once (walking the modules for it costs about as much as a tiny id). Int8 layers
         (`quantize`) are dequantized into these copies: on a CPU that is the quantised model's exact arithmetic
         in fp32, which is what measuring its quality cost needs.
         """
