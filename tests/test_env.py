@@ -93,7 +93,7 @@ def test_env_without_arguments_runs_the_embedded_default_on_its_held_out_clips()
     obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
     assert obs.shape == (256, 256, 3) and obs.dtype == np.uint8
     assert (reward, terminated, truncated) == (0.0, False, False)
-    assert env.unwrapped.bundle.world_model.config.codebook_size == 1024  # the tiny preset's K
+    assert env.unwrapped.bundle.world_model.config.codebook_size == 256  # the embedded preset's K
 
 
 def test_spaces_are_the_frame_and_the_normalised_ego_command(bundle_dir):
