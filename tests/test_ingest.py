@@ -174,6 +174,27 @@ def test_two_shards_write_two_parts_and_the_store_holds_every_clip_once(bdd_tree
     assert sorted(store.clip_ids) == good and store.index["duplicates"] == []
 
 
+def test_a_shard_whose_store_root_another_shard_made_meanwhile_opens_it(tmp_path, monkeypatch):
+    """Shards start at once on a new store (`--ray`): zarr's mode "a" checks for no node, then writes one, so the
+    writer that loses the race must open the group the winner made instead of failing."""
+    import zarr
+
+    real_open = zarr.open_group
+    raced = []
+
+    def open_group(path, mode="a", **kwargs):
+        if mode == "a" and not raced:  # another shard creates the root between the check and the write
+            raced.append(path)
+            real_open(path, mode="a")
+            raise zarr.errors.ContainsGroupError(f"A group exists in store at {path}")
+        return real_open(path, mode=mode, **kwargs)
+
+    monkeypatch.setattr(zarr, "open_group", open_group)
+    PartWriter(tmp_path / "s.zarr", 1, fps=4.0, split="train", codebook_size=64)
+    assert raced == [tmp_path / "s.zarr"]
+    assert "part-00001" in real_open(tmp_path / "s.zarr", mode="r")["parts"]
+
+
 def test_a_plain_zarr_client_walks_from_the_root_to_every_parts_arrays(bdd_tree, test_bundle, tmp_path):
     import zarr
 

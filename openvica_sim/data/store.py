@@ -60,6 +60,15 @@ def part_name(index: int) -> str:
     return f"part-{index:05d}"
 
 
+def _open_shared_group(path: Path) -> None:
+    """Open or create a group that other shards' writers open at the same time: zarr's mode "a" checks that no node
+    exists and then writes one, so a writer that loses that race finds the group made and opens it."""
+    try:
+        zarr.open_group(path, mode="a")
+    except zarr.errors.ContainsGroupError:
+        zarr.open_group(path, mode="r+")
+
+
 class PartWriter:
     """The one writer of `root/parts/part-NNNNN`; opens an existing part to resume it.
 
@@ -75,8 +84,8 @@ class PartWriter:
         self.root, self.name = Path(root), part_name(index)
         # the root and parts/ groups (every writer writes the same zarr.json), so that a plain Zarr client walks
         # from the root to every part's arrays: zarr.open_group(store)["parts"]["part-00000"]["tokens"]
-        zarr.open_group(self.root, mode="a")
-        zarr.open_group(self.root / PARTS, mode="a")
+        _open_shared_group(self.root)
+        _open_shared_group(self.root / PARTS)
         self.group = zarr.open_group(self.root / PARTS / self.name, mode="a")
         settings = {"format": FORMAT, "version": VERSION, "fps": float(fps), "split": split,
                     "store_frames": bool(store_frames), "token_shape": list(token_shape)}
