@@ -215,19 +215,26 @@ def convert_vqgan(args) -> int:
 _LWM_FLAGS = ("num_heads", "num_kv_heads", "rope_theta", "rms_norm_eps", "max_position_embeddings", "codebook_size")
 
 
-def _tokenizer(args):
-    """The tokenizer of --tokenizer, or of --bundle (default: the embedded default's bundle)."""
+def _bundle_tokenizer(bundle: Path, device: str):
+    from .bundle import load_bundle
+
+    return load_bundle(bundle, device=device, video_decoder=False).tokenizer
+
+
+def _tokenizer_loader(args):
+    """A picklable loader of the tokenizer of --tokenizer, or of --bundle (default: the embedded default's bundle).
+    Absolute paths: with --ray it runs in Ray workers, whose working directory may differ."""
+    import functools
+
     if args.tokenizer:
         from .models.tokenizer import Tokenizer
 
-        return Tokenizer.from_pretrained(args.tokenizer, device=args.device)
-    from .bundle import load_bundle
-
+        return functools.partial(Tokenizer.from_pretrained, Path(args.tokenizer).resolve(), device=args.device)
     if args.bundle is None:
         from . import embedded
 
         args.bundle = embedded.bundle_path()
-    return load_bundle(args.bundle, device=args.device, video_decoder=False).tokenizer
+    return functools.partial(_bundle_tokenizer, Path(args.bundle).resolve(), args.device)
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -241,7 +248,7 @@ def _shard(text: str) -> tuple[int, int]:
 def synthetic_store(args) -> int:
     from .data.synthetic_store import write_synthetic_store
 
-    index = write_synthetic_store(args.out, _tokenizer(args), num_drives=args.drives, seconds=args.seconds,
+    index = write_synthetic_store(args.out, _tokenizer_loader(args)(), num_drives=args.drives, seconds=args.seconds,
                                   fps=args.fps, seed=args.seed, split=args.split, world=args.world,
                                   shard=_shard(args.shard))
     print(f"{args.out}: {len(index['clips'])} synthetic drives, {index['num_frames']} frames (tokens, frames, ego "
@@ -252,7 +259,7 @@ def synthetic_store(args) -> int:
 def data_retokenize(args) -> int:
     from .data.retokenize import retokenize_store
 
-    index = retokenize_store(args.store, args.out, _tokenizer(args), shard=_shard(args.shard),
+    index = retokenize_store(args.store, args.out, _tokenizer_loader(args)(), shard=_shard(args.shard),
                              batch_size=args.batch_size)
     print(f"{args.out}: {len(index['clips'])} clips, {index['num_frames']} frames re-encoded")
     return 0
@@ -333,22 +340,10 @@ def synthetic_bdd100k(args) -> int:
 
 
 def data_ingest(args) -> int:
-    import functools
-
-    from .bundle import load_bundle
     from .data.ingest import ingest
 
     index, count = _shard(args.shard)
-    if args.tokenizer:
-        from .models.tokenizer import Tokenizer
-
-        load_encoder = functools.partial(Tokenizer.from_pretrained, Path(args.tokenizer).resolve(), device=args.device)
-    else:  # absolute paths: with --ray the encoder loads in Ray workers, whose working directory may differ
-        if args.bundle is None:
-            from . import embedded
-
-            args.bundle = embedded.bundle_path()
-        load_encoder = functools.partial(load_bundle, Path(args.bundle).resolve(), device=args.device)
+    load_encoder = _tokenizer_loader(args)
     options = dict(fps=args.fps, limit=args.limit, store_frames=args.store_frames, batch_size=args.batch_size,
                    subset=args.subset)
     if args.ray:

@@ -100,15 +100,16 @@ class TokenizerConfig:
         )
 
 
+# Same class and token grid (16 x 16 per 256 x 256 frame), small enough for CPU tests and the embedded default.
+_TINY = dict(block_out_channels=(32, 32, 64, 64, 64), layers_per_block=1, latent_channels=32, codebook_size=1024,
+             norm_num_groups=16)
+
 PRESETS: dict[str, dict] = {
     # The paper's VQGAN (aMUSEd-256): TOK 59.2M, DEC 87.0M parameters.
     "amused-256": {},
-    # Same class and token grid (16 x 16 per 256 x 256 frame), small enough for CPU tests and the embedded default.
-    "tiny": dict(block_out_channels=(32, 32, 64, 64, 64), layers_per_block=1, latent_channels=32,
-                 codebook_size=1024, norm_num_groups=16),
+    "tiny": _TINY,
     # The embedded default's second generation: tiny with K = 256 (training/conf/experiment/embedded_tok_local.yaml).
-    "embedded": dict(block_out_channels=(32, 32, 64, 64, 64), layers_per_block=1, latent_channels=32,
-                     codebook_size=256, norm_num_groups=16),
+    "embedded": {**_TINY, "codebook_size": 256},
     # For unit tests only: smallest channels that keep the five levels.
     "test": dict(block_out_channels=(8, 8, 16, 16, 16), layers_per_block=1, latent_channels=8,
                  codebook_size=64, norm_num_groups=8),
