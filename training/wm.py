@@ -92,10 +92,11 @@ def corrupt_codes(codes: torch.Tensor, rate: float, num_seed_frames: int, genera
         return codes
     B, F, h, w = codes.shape
     flat = codes.reshape(B, F, h * w).clone()
-    hit = torch.rand(B, F, h * w, generator=generator) < rate
+    hit = torch.rand(B, F, h * w, generator=generator) < rate  # drawn on the CPU (the step's generator), then moved
     hit[:, :num_seed_frames] = False  # seed frames are real frames in a rollout too
     source = torch.randint(0, h * w, (B, F, h * w), generator=generator)
-    flat[hit] = torch.gather(flat, 2, source.to(flat.device))[hit]
+    hit, source = hit.to(flat.device), source.to(flat.device)
+    flat[hit] = torch.gather(flat, 2, source)[hit]
     return flat.reshape(B, F, h, w)
 
 
@@ -116,8 +117,9 @@ def make_batch(batch: dict, prompt_ids: list[int], config, coding: ActionCoding 
     def sequence(frame_codes: torch.Tensor) -> torch.Tensor:
         return torch.cat([prompt, layout.frame_ids(frame_codes, ego).reshape(B, -1)], dim=1)  # (B, M + F n')
 
-    targets = sequence(codes)[:, 1:]
-    inputs = sequence(corrupt_codes(codes, code_noise, num_seed_frames, generator))[:, :-1]
+    clean = sequence(codes)
+    noisy = corrupt_codes(codes, code_noise, num_seed_frames, generator)
+    inputs, targets = (clean if noisy is codes else sequence(noisy))[:, :-1], clean[:, 1:]
     return inputs, targets, layout.code_targets(targets)
 
 
