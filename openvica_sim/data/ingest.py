@@ -26,7 +26,7 @@ import torch
 from ..frames import CropView, boxes_to_model_view, postprocess, preprocess
 from ..video_io import VideoDecodeError, read_video
 from .bdd100k import list_videos, read_ego_motion, val_500
-from .store import PartWriter, consolidate
+from .store import PartWriter, check_shard, consolidate
 
 MIN_FRAMES = 2  # the world model's seed is two frames; a shorter clip cannot be used
 
@@ -77,9 +77,7 @@ def ingest(bdd_root: str | os.PathLike, split: str, out: str | os.PathLike, bund
         ValueError: a bad shard, batch size, fps or limit; a part written with other settings.
         FileNotFoundError: no `bdd_root/videos/<split>`.
     """
-    index, count = shard
-    if not (isinstance(index, int) and isinstance(count, int) and 0 <= index < count):
-        raise ValueError(f"shard={shard}: expected (index, count) with 0 <= index < count, e.g. (0, 1)")
+    index, count = check_shard(shard)
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be at least 1")
     if fps <= 0:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..frames import preprocess
-from .store import PER_FRAME, PartWriter, TokenStore, consolidate
+from .store import PER_FRAME, PartWriter, TokenStore, check_shard, consolidate
 
 
 @torch.inference_mode()
@@ -34,9 +34,7 @@ def retokenize_store(source: str | os.PathLike, out: str | os.PathLike, tokenize
         ValueError: `source` has no frames, `out` is `source`, or the shard is not (i, n) with 0 <= i < n.
     """
     tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
-    index, count = shard
-    if not 0 <= index < count:
-        raise ValueError(f"shard={shard}: expected (i, n) with 0 <= i < n")
+    index, count = check_shard(shard)
     store = TokenStore(source)
     if os.path.realpath(store.path) == os.path.realpath(out):
         raise ValueError(f"out={out} is the source store: write the re-encoded tokens into a new store")

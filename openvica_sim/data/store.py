@@ -60,6 +60,15 @@ def part_name(index: int) -> str:
     return f"part-{index:05d}"
 
 
+def check_shard(shard: tuple[int, int]) -> tuple[int, int]:
+    """(index, count) of a writer that writes items index, index + count, ... into part `index`; refused unless
+    0 <= index < count (the ingest, the synthetic store and the re-encoder shard alike)."""
+    index, count = shard
+    if not (isinstance(index, int) and isinstance(count, int) and 0 <= index < count):
+        raise ValueError(f"shard={shard}: expected (index, count) with 0 <= index < count, e.g. (0, 1)")
+    return index, count
+
+
 def _open_shared_group(path: Path) -> None:
     """Open or create a group that other shards' writers open at the same time: zarr's mode "a" checks that no node
     exists and then writes one, so a writer that loses that race finds the group made and opens it."""

@@ -23,7 +23,7 @@ import torch
 
 from openvica_sim.frames import CropView, boxes_to_model_view, center_crop, preprocess
 
-from .store import PartWriter, consolidate
+from .store import PartWriter, check_shard, consolidate
 from .synthetic import random_commanded_drive, random_drive, render_drive
 
 WORLDS = ("commanded", "cruise")
@@ -52,9 +52,7 @@ def write_synthetic_store(out: str | os.PathLike, tokenizer, num_drives: int = 8
     """
     if world not in WORLDS:
         raise ValueError(f"world={world!r}: choose one of {WORLDS}")
-    index, count = shard
-    if not 0 <= index < count:
-        raise ValueError(f"shard={shard}: expected (i, n) with 0 <= i < n")
+    index, count = check_shard(shard)
     tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
     num_frames = int(round(seconds * fps))
     if num_drives < 1 or num_frames < 2:
