@@ -155,3 +155,31 @@ def test_code_noise_misplaces_input_codes_of_predicted_frames_only_and_keeps_tar
     assert per_frame[:, :2].sum() == 0, "seed frames stay real"
     assert ((per_frame[:, 2:] > 0.1) & (per_frame[:, 2:] < 0.35)).all(), per_frame  # ~0.3 minus same-code draws
     assert (inputs[clean_inputs != inputs] >= config.vision_id(0)).all(), "only codes are replaced, by codes"
+
+
+def test_self_feed_puts_the_models_own_draws_into_predicted_frames_only(store, tmp_path):
+    from openvica_sim.data.loaders import TokenWindows
+    from openvica_sim.models.sequence import SequenceLayout
+    from openvica_sim.models.world_model import create_world_model
+    from openvica_sim.training.wm import make_batch, self_feed
+
+    wm = create_world_model("test")
+    batch = torch.utils.data.default_collate([TokenWindows(store, window=4)[i] for i in range(2)])
+    prompt = [1, 5, 6]
+    inputs, targets, mask = make_batch(batch, prompt, wm.config, None, 0.0, torch.Generator().manual_seed(0),
+                                       torch.device("cpu"))
+    layout = SequenceLayout.of(wm.config, batch["tokens"].shape[-1], False)
+    with torch.no_grad():
+        logits = wm(inputs)
+    greedy = self_feed(inputs, logits, layout, len(prompt), 1.0, 2, torch.Generator().manual_seed(0), temperature=0)
+    codes = logits[..., layout.vision_id(0):layout.vision_id(layout.codebook_size)].argmax(-1) + layout.vision_id(0)
+    n_prime, start = layout.frame_length, len(prompt) + 2 * layout.frame_length  # first id of frame 2
+    fed = layout.code_targets(inputs) & (torch.arange(inputs.shape[1]) >= start)
+    assert torch.equal(greedy[fed], codes[:, :-1][fed[:, 1:]]), "each fed code is the draw for its position"
+    assert torch.equal(greedy[~fed], inputs[~fed]), "prompt, seed frames and end-of-frame ids stay real"
+    half = self_feed(inputs, logits, layout, len(prompt), 0.5, 2, torch.Generator().manual_seed(1))
+    share = ((half != inputs)[fed].float().mean() / (greedy != inputs)[fed].float().mean()).item()
+    assert 0.3 < share < 0.7, share  # about half of the draws that differ from the real code
+    assert torch.equal(half[:, :start], inputs[:, :start]) and (half[fed] >= layout.vision_id(0)).all()
+    rows = train(store, tmp_path / "run", "trainer.max_steps=4", "trainer.self_feed=0.5")
+    assert len(rows) == 4 and all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)

@@ -100,6 +100,31 @@ def corrupt_codes(codes: torch.Tensor, rate: float, num_seed_frames: int, genera
     return flat.reshape(B, F, h, w)
 
 
+def self_feed(inputs: torch.Tensor, logits: torch.Tensor, layout: SequenceLayout, prompt_length: int, rate: float,
+              num_seed_frames: int, generator: torch.Generator, top_k: int = 10, temperature: float = 0.5):
+    """Parallel scheduled sampling: a copy of inputs (B, L) in which `rate` of the predicted frames' codes are the
+    model's own draws (top-k, temperature) from teacher-forced logits (B, L, V) of those inputs. Trained on the clean
+    targets, the model learns to continue from the mistakes it makes in a rollout; random misplacement
+    (`corrupt_codes`) is not the distribution of those mistakes. One pass: a draw sees real codes before it."""
+    if rate <= 0:
+        return inputs
+    first, K = layout.vision_id(0), layout.codebook_size
+    scores = logits[..., first:first + K].float()  # (B, L, K): codes only (the engine never draws other ids)
+    values, ids = scores.topk(min(top_k, K), dim=-1)
+    if temperature > 0:
+        u = torch.rand(values.shape, generator=generator).clamp_(1e-12, 1 - 1e-7).to(values.device)
+        values = values / temperature - torch.log(-torch.log(u))  # Gumbel-max: a sample of softmax(v / T)
+    drawn = first + ids.gather(-1, values.argmax(-1, keepdim=True)).squeeze(-1)  # (B, L): draw for position q + 1
+    B, L = inputs.shape
+    position = torch.arange(1, L, device=inputs.device)  # where each draw would be fed
+    frame = torch.div(position - prompt_length, layout.frame_length, rounding_mode="floor")
+    fed = layout.code_targets(inputs[:, 1:]) & (frame >= num_seed_frames)  # seed frames are real in a rollout
+    hit = fed & (torch.rand(B, L - 1, generator=generator) < rate).to(inputs.device)
+    out = inputs.clone()
+    out[:, 1:] = torch.where(hit, drawn[:, :-1], inputs[:, 1:])
+    return out
+
+
 def make_batch(batch: dict, prompt_ids: list[int], config, coding: ActionCoding | None, dropout: float,
                generator: torch.Generator, device: torch.device, code_noise: float = 0.0, num_seed_frames: int = 2):
     """Store windows -> (input ids (B, L), target ids (B, L), loss mask (B, L)); with `code_noise`, the inputs'
@@ -144,8 +169,13 @@ def build_stage(context: Context) -> Stage:
         load_optimizer_state(wm, optimizer, context.checkpoint[1])
     window = cfg["data"]["num_seed_frames"] + cfg["data"]["num_future_frames"]
 
+    feed = trainer.get("self_feed", 0.0)
+
+    def layout(batch: dict) -> SequenceLayout:
+        return SequenceLayout.of(config, batch["tokens"].shape[-1], coding is not None)
+
     def tokens(batch: dict) -> int:  # ids per batch: the prompt and every frame, minus the last (no target)
-        frame = SequenceLayout.of(config, batch["tokens"].shape[-1], coding is not None).frame_length
+        frame = layout(batch).frame_length
         return len(batch["tokens"]) * (len(prompt_ids) + window * frame - 1)
 
     def batches_from(start: int):
@@ -156,6 +186,10 @@ def build_stage(context: Context) -> Stage:
         generator = step_generator(cfg["seed"], index, rank)
         inputs, targets, mask = make_batch(batch, prompt_ids, config, coding, trainer["action_dropout"], generator,
                                            device, trainer.get("code_noise", 0.0), cfg["data"]["num_seed_frames"])
+        if feed > 0:  # the model's own draws in place of some input codes (`self_feed`)
+            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                inputs = self_feed(inputs, model(inputs), layout(batch), len(prompt_ids), feed,
+                                   cfg["data"]["num_seed_frames"], generator)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             logits = model(inputs)  # WorldModel.forward: full-vocabulary logits (B, L, V)
         loss = world_model_loss(logits, targets, mask)
