@@ -253,6 +253,9 @@ def synthetic_store(args) -> int:
                                   shard=_shard(args.shard))
     print(f"{args.out}: {len(index['clips'])} synthetic drives, {index['num_frames']} frames (tokens, frames, ego "
           f"motion, car boxes on every frame)")
+    if len(index["clips"]) < args.drives:  # the other shards' drives are not in the index until they finish
+        print(f"{args.out}: {len(index['clips'])} of --drives {args.drives} so far: the last shard to finish indexes "
+              f"them all (rerunning a shard that died adds its missing drives)")
     return 0
 
 

@@ -31,3 +31,17 @@ def test_a_commanded_drive_moves_and_a_cruise_one_keeps_its_lane(tmp_path, test_
     yaw_spread = [np.ptp(TokenStore(tmp_path / name).clip(TokenStore(tmp_path / name).clip_ids[0])["yaw_rate_rps"])
                   for name in ("c.zarr", "k.zarr")]
     assert yaw_spread[0] > yaw_spread[1]  # the commanded ego swerves and changes lane; the cruiser's bend is constant
+
+
+def test_a_shard_that_finishes_first_says_its_count_is_not_the_whole_store(tmp_path, test_bundle, capsys):
+    from openvica_sim.bundle import save_bundle
+    from openvica_sim.cli import main
+
+    save_bundle(test_bundle, tmp_path / "bundle")
+    args = ["synthetic", "store", "--out", str(tmp_path / "s.zarr"), "--drives", "3", "--seconds", "1", "--seed", "4",
+            "--bundle", str(tmp_path / "bundle")]
+    assert main([*args, "--shard", "0/2"]) == 0
+    assert "2 of --drives 3 so far" in capsys.readouterr().out
+    assert main([*args, "--shard", "1/2"]) == 0
+    out = capsys.readouterr().out
+    assert "3 synthetic drives" in out and "so far" not in out
