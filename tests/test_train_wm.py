@@ -166,14 +166,14 @@ def test_self_feed_puts_the_models_own_draws_into_predicted_frames_only(store, t
     wm = create_world_model("test")
     batch = torch.utils.data.default_collate([TokenWindows(store, window=4)[i] for i in range(2)])
     prompt = [1, 5, 6]
-    inputs, targets, mask = make_batch(batch, prompt, wm.config, None, 0.0, torch.Generator().manual_seed(0),
-                                       torch.device("cpu"))
+    inputs, _, _ = make_batch(batch, prompt, wm.config, None, 0.0, torch.Generator().manual_seed(0),
+                              torch.device("cpu"))
     layout = SequenceLayout.of(wm.config, batch["tokens"].shape[-1], False)
     with torch.no_grad():
         logits = wm(inputs)
     greedy = self_feed(inputs, logits, layout, len(prompt), 1.0, 2, torch.Generator().manual_seed(0), temperature=0)
     codes = logits[..., layout.vision_id(0):layout.vision_id(layout.codebook_size)].argmax(-1) + layout.vision_id(0)
-    n_prime, start = layout.frame_length, len(prompt) + 2 * layout.frame_length  # first id of frame 2
+    start = len(prompt) + 2 * layout.frame_length  # first id of frame 2
     fed = layout.code_targets(inputs) & (torch.arange(inputs.shape[1]) >= start)
     assert torch.equal(greedy[fed], codes[:, :-1][fed[:, 1:]]), "each fed code is the draw for its position"
     assert torch.equal(greedy[~fed], inputs[~fed]), "prompt, seed frames and end-of-frame ids stay real"

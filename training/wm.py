@@ -28,6 +28,7 @@ from openvica_sim.data.loaders import TokenWindows
 from openvica_sim.losses import world_model_loss
 from openvica_sim.models.sequence import SequenceLayout
 from openvica_sim.models.world_model import PROMPT, WorldModel, build_text_tokenizer, create_world_model, encode_prompt
+from openvica_sim.sampling import sample_top_k
 from openvica_sim.training.common import (adamw, batches, check, clip_grad, gather_checkpoint, is_sharded,
                                           load_optimizer_state, load_trainable_state, prepare, resolve,
                                           step_generator)
@@ -109,13 +110,10 @@ def self_feed(inputs: torch.Tensor, logits: torch.Tensor, layout: SequenceLayout
     if rate <= 0:
         return inputs
     first, K = layout.vision_id(0), layout.codebook_size
-    scores = logits[..., first:first + K].float()  # (B, L, K): codes only (the engine never draws other ids)
-    values, ids = scores.topk(min(top_k, K), dim=-1)
-    if temperature > 0:
-        u = torch.rand(values.shape, generator=generator).clamp_(1e-12, 1 - 1e-7).to(values.device)
-        values = values / temperature - torch.log(-torch.log(u))  # Gumbel-max: a sample of softmax(v / T)
-    drawn = first + ids.gather(-1, values.argmax(-1, keepdim=True)).squeeze(-1)  # (B, L): draw for position q + 1
     B, L = inputs.shape
+    scores = logits[..., first:first + K].float().reshape(B * L, K)  # codes only (the engine never draws other ids)
+    seeds = torch.randint(0, 2 ** 62, (B * L,), generator=generator).to(scores.device)  # one row seed per position
+    drawn = first + sample_top_k(scores, seeds, 0, top_k, temperature).view(B, L)  # (B, L): the draw for q + 1
     position = torch.arange(1, L, device=inputs.device)  # where each draw would be fed
     frame = torch.div(position - prompt_length, layout.frame_length, rounding_mode="floor")
     fed = layout.code_targets(inputs[:, 1:]) & (frame >= num_seed_frames)  # seed frames are real in a rollout
