@@ -9,7 +9,8 @@ one JSON line of the numbers the README's embedded-default table gives, and the 
   the scene checks (`metrics.scene`: the real frame's lane-marking pixels and car boxes found again) at predicted
   frame 4.
 - rollout_psnr_db, rollout_ssim, rollout_surprise: the rollout row's means; adherence: the ego-motion probe's
-  measures (`metrics.ego`) when the embedded probe is shipped.
+  measures (`metrics.ego`) when the embedded probe is shipped; ego_information_nats: what the ego ids tell the WM
+  (teacher-forced surprise at the real frames with every ego id "unknown" minus with the true ones).
 
 FID, FVD, CMMD and LPIPS need the published feature networks (not shipped): pass them as to `openvica eval video`.
 
@@ -53,6 +54,8 @@ def summary(result: dict) -> dict:
             per_frame = (row or {}).get("per_frame", {}).get(name) or []
             out[f"{system}_{name}_frame4"] = per_frame[3] if len(per_frame) > 3 else None
         out[f"rollout_{name}"] = rollout.get(name)
+    if result.get("ego_information"):
+        out["ego_information_nats"] = result["ego_information"]["nats_per_code"]
     if result.get("adherence") and "replay" in result["adherence"]:
         a = result["adherence"]
         out["adherence"] = {"ratio": a["replay"]["ratio"], "replay_error_speed_mps": a["replay"]["replay_error_speed_mps"],

@@ -178,6 +178,47 @@ def test_adherence_with_commands_the_world_model_cannot_tell_apart_is_chance(act
     assert result["adherence"]["counterfactual"]["accuracy"] == 0.5
 
 
+def test_ego_information_is_what_the_true_ego_ids_save_the_world_model_on_the_real_frames(action_bundle, tmp_path):
+    """Teacher-forced surprise at the real continuation is taken with the clip's own ego motion, and again with every
+    ego id "unknown": the difference is what the commands tell the WM. Exactly 0 when the ego ids all embed alike,
+    absent for a bundle without ego ids."""
+    import copy
+
+    from openvica_sim.data.clips import FolderClips
+
+    def evaluate(bundle, name):
+        path = save_bundle(bundle, tmp_path / name)
+        return evaluate_video(VideoEvalSettings(bundle=str(path), clips=str(embedded.clips_path()), limit=2,
+                                                num_frames=2, decoders=["dec"], top_k=[1]), tmp_path / f"{name}-eval",
+                              progress=False)
+
+    result = evaluate(action_bundle, "conditioned")
+    info = result["ego_information"]
+    assert info["clips"] == 2 and info["nats_per_code"] == info["surprise_without_ego"] - info["surprise_with_ego"]
+    assert abs(info["nats_per_code"]) > 1e-4  # a random WM's predictions move with its ego ids
+    source, sim = FolderClips(embedded.clips_path()), Simulator(action_bundle)
+    expected = []
+    for clip_id in source.clip_ids[:2]:
+        codes = sim.encode(source.frames(clip_id, 4))
+        speed, yaw = source.ego(clip_id)
+        expected.append(sim.score([codes], [speed[:4]], [yaw[:4]])[0][2:])
+    tok_dec = next(r for r in result["results"] if r["system"] == "tok+dec")
+    assert tok_dec["surprise"] == pytest.approx(info["surprise_with_ego"])
+    assert tok_dec["surprise"] == pytest.approx(float(np.mean(expected)), rel=1e-6)
+
+    blind = copy.deepcopy(action_bundle)
+    coding, config = blind.action_coding, blind.world_model.config
+    first = config.vision_id(coding.first_vision_id)
+    with torch.no_grad():
+        rows = blind.world_model.llama.model.embed_tokens.weight[first:first + coding.num_ids]
+        rows[:] = rows[0]
+    assert evaluate(blind, "blind")["ego_information"]["nats_per_code"] == 0.0
+    assert evaluate_video(VideoEvalSettings(bundle=str(save_bundle(copy.deepcopy(action_bundle), tmp_path / "x")),
+                                            clips=str(embedded.clips_path()), limit=1, num_frames=1, decoders=["dec"],
+                                            top_k=[1], transcode=False), tmp_path / "x-eval",
+                          progress=False)["ego_information"] is None
+
+
 def test_eval_images_gives_the_tok_dec_reconstruction_row(bundle_dir, feature_networks, tmp_path):
     from openvica_sim.video_io import write_image
 

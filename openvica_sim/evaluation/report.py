@@ -103,6 +103,13 @@ def video_markdown(result: dict, pictures: list[str]) -> str:
                   f"{_f(c['left_vs_right'], 2)} |", ""]
     elif adherence:
         lines += ["## Ego-command adherence", "", adherence.get("note", ""), ""]
+    information = result.get("ego_information")
+    if information:
+        lines += ["## What the ego ids tell the world model", "",
+                  f"Teacher-forced surprise at the real frames of {information['clips']} clips with their ego motion: "
+                  f"{_f(information['surprise_with_ego'], 4)} nats per code; with every ego id \"unknown\": "
+                  f"{_f(information['surprise_without_ego'], 4)}; the ego ids' information: "
+                  f"**{_f(information['nats_per_code'], 4)} nats per code** (0: the commands are ignored).", ""]
     if result.get("skipped"):
         lines += ["## Not computed", ""] + [f"- {k}: {v}" for k, v in result["skipped"].items()] + [""]
     lines += ["## Pictures", ""] + [f"![{p}]({p})" for p in pictures] + [""]

@@ -14,7 +14,9 @@ synthetic world's scene checks (`metrics.scene`: how many of the real frame's la
 store has boxes, cars the generated frame still shows) and surprise (the WM's mean surprise at
 the generated frames; on the transcoding rows, its teacher-forced surprise at the real ones). A metric whose feature
 network is not given is null, and listed under "skipped". With an ego-motion probe, "adherence" holds the replay and
-counterfactual measures of `metrics.ego`.
+counterfactual measures of `metrics.ego`. For action-conditioned bundles, "ego_information" says how much the ego
+ids tell the WM about the real frames, no decoder or probe in between: its teacher-forced surprise at them with every
+ego id "unknown" minus with the clip's own ego motion, in nats per code (0: the WM ignores its commands).
 
 Action-conditioned bundles are given each clip's own ego motion on the seed frames and, for the quality rows, on the
 predicted frames (a replay of the real drive; unknown ego motion gives the "unknown" ids), so that the generated
@@ -134,11 +136,12 @@ def evaluate_video(settings: VideoEvalSettings, out: str | Path, progress: bool 
         if own_pool is not None:
             own_pool.close()
     rollout_s = time.perf_counter() - started
-    rows, real, samples = _score(settings, sim, clips, cache, nets, ks, decoders, progress)
+    rows, real, samples, ego_information = _score(settings, sim, clips, cache, nets, ks, decoders, progress)
     adherence = _adherence(probe, sim, clips, ego_clips, cache, coding, T, N, k_ego, decoders[0], bundle.fps,
                            progress) if probe is not None else None
     record.update(rollout_s=round(rollout_s, 1), seconds=round(time.perf_counter() - started, 1))
-    result = {"settings": record, "results": rows, "adherence": adherence, "skipped": dict(nets.skipped)}
+    result = {"settings": record, "results": rows, "adherence": adherence, "ego_information": ego_information,
+              "skipped": dict(nets.skipped)}
     if probe is None:
         result["skipped"]["adherence"] = "not computed: pass --ego-probe DIR (training/probe.py's run.dir/ego_probe)"
     from .report import write_video_report
@@ -185,8 +188,9 @@ def _ego_variants(coding, clip, ego_clips: list, T: int, N: int, k: int, fps: fl
 # ---- scoring ------------------------------------------------------------------------------------------------------
 
 def _score(settings, sim, clips: EvalClips, cache: RolloutCache, nets: FeatureNetworks, ks: list[int],
-           decoders: list[str], progress: bool) -> tuple[list[dict], FeatureSet, dict]:
-    """Every row's metrics, clip by clip: (rows, the real frames' features, sample frames for samples.png)."""
+           decoders: list[str], progress: bool) -> tuple[list[dict], FeatureSet, dict, dict | None]:
+    """Every row's metrics, clip by clip: (rows, the real frames' features, sample frames for samples.png, what the ego
+    ids tell the WM (`_ego_information`))."""
     T, N = settings.seed_frames, settings.num_frames
     real = FeatureSet(nets)
     systems = [("copy-last", None, None)] if settings.transcode else []
@@ -195,6 +199,7 @@ def _score(settings, sim, clips: EvalClips, cache: RolloutCache, nets: FeatureNe
             systems += [(f"tok+{d}", None, d)] if settings.transcode else []
             systems += [(f"tok+wm+{d}", k, d) for k in ks]
     scores = {key: ClipScores(nets) for key in systems}
+    ego_surprise: dict[str, list[np.ndarray]] = {"with": [], "without": []}
     samples: dict = {"clip_ids": [], "real": [], "generated": [], "label": f"top-k {ks[0]}, {decoders[0]}"}
     for clip in _progress(clips.clips, progress, "eval metrics"):
         frames = clips.frames(clip)  # (T + N [+ 1], S, S, 3)
@@ -204,7 +209,12 @@ def _score(settings, sim, clips: EvalClips, cache: RolloutCache, nets: FeatureNe
         codes = sim.encode(frames)  # (T + N [+ 1], h, w)
         if len(codes) < T + N + 1:  # no lookahead frame in the clip: its last frame stands in for it
             codes = torch.cat([codes, codes[-1:]])
-        real_surprise = sim.score([codes[:T + N]])[0][T:T + N] if settings.transcode else None
+        real_surprise = None
+        if settings.transcode:
+            real_surprise, blind = _real_surprise(sim, codes[:T + N], clip, T)
+            if blind is not None:
+                ego_surprise["with"].append(real_surprise)
+                ego_surprise["without"].append(blind)
         for system, k, decoder in systems:
             if system == "copy-last":
                 scores[(system, k, decoder)].add_pair(np.repeat(frames[T - 1:T], N, axis=0), target, boxes=boxes)
@@ -224,7 +234,33 @@ def _score(settings, sim, clips: EvalClips, cache: RolloutCache, nets: FeatureNe
                 samples["generated"].append(np.concatenate([frames[:T], decoded]))
     rows = [{"system": system, "k": k, "decoder": decoder, **score.row(real)}
             for (system, k, decoder), score in scores.items()]
-    return rows, real, samples
+    return rows, real, samples, _ego_information(ego_surprise)
+
+
+def _real_surprise(sim, codes: torch.Tensor, clip, T: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The WM's teacher-forced surprise (N,) at the clip's real frames T.. of `codes` (T + N, h, w), with the clip's
+    ego motion in an action-conditioned bundle's ego ids ("unknown" where the clip has none); and, for such a bundle on
+    a clip whose ego motion is known, the same with every ego id "unknown" (else None)."""
+    if not sim.bundle.action_conditioned:
+        return sim.score([codes])[0][T:], None
+    length = len(codes)
+    speed, yaw = clip.speed_mps[:length], clip.yaw_rate_rps[:length]
+    with_ego = sim.score([codes], [speed], [yaw])[0][T:]
+    if not _ego_known(clip, length):
+        return with_ego, None
+    unknown = np.full(length, np.nan)
+    return with_ego, sim.score([codes], [unknown], [unknown])[0][T:]
+
+
+def _ego_information(surprise: dict[str, list[np.ndarray]]) -> dict | None:
+    """What the ego ids tell the world model about the real frames: its mean teacher-forced surprise with every ego id
+    "unknown" minus with the true ones, in nats per code (0: it ignores them; `metrics.ego` measures what the
+    decoded rollouts show). None without an action-conditioned bundle, the transcoding rows or clips with ego motion."""
+    if not surprise["with"]:
+        return None
+    with_ego, without = float(np.mean(surprise["with"])), float(np.mean(surprise["without"]))
+    return {"surprise_with_ego": with_ego, "surprise_without_ego": without, "nats_per_code": without - with_ego,
+            "clips": len(surprise["with"])}
 
 
 def _adherence(probe, sim, clips: EvalClips, ego_clips: list, cache: RolloutCache, coding, T: int, N: int, k: int,
