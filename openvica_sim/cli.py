@@ -595,9 +595,11 @@ def _parser() -> argparse.ArgumentParser:
     ss.add_argument("--seconds", type=float, default=10.0, help="length of each drive (default 10)")
     ss.add_argument("--fps", type=float, default=4.0)
     ss.add_argument("--seed", type=int, default=0, help="drive i depends on (seed, i) only, as `synthetic bdd100k`")
-    ss.add_argument("--world", choices=["commanded", "cruise"], default="commanded",
+    ss.add_argument("--world", choices=["commanded", "cruise", "piecewise"], default="commanded",
                     help="commanded: an ego that changes speed and lane and swerves, on bending roads (default); "
-                    "cruise: a lane keeper on a road of constant bend (`synthetic bdd100k`'s drives)")
+                    "cruise: a lane keeper on a road of constant bend (`synthetic bdd100k`'s drives); piecewise: the "
+                    "commanded world's roads driven by open-loop commands that brake, speed up and turn off the road's "
+                    "bend every 0.5 to 2.5 s (frames that teach a world model its commands)")
     ss.add_argument("--split", default="train", choices=["train", "val", "test"])
     ss.add_argument("--shard", default="0/1", help="i/n: this process renders drives i, i+n, ... into part i (run n "
                     "processes for one store; default 0/1)")

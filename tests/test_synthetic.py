@@ -132,3 +132,27 @@ def test_a_commanded_drive_changes_lane_speed_and_heading_over_its_seconds():
     assert clip.speed_mps.max() - clip.speed_mps.min() > 3  # new target speeds
     assert np.abs(np.diff(clip.lateral_m)).max() > 0.2  # a lane change
     assert np.all(np.abs(clip.lateral_m) < 1.5 * 3.6 + 1.0)  # but it stays on the road
+
+
+def test_piecewise_commands_brake_start_and_turn_off_the_bend_and_show_on_the_next_frame():
+    """The open-loop command programs of `--world piecewise`: speed changes within the driver's limits, turns of up to
+    0.3 rad/s against the road's bend, and a rendered drive whose frame k + 1 has command k as its ground truth."""
+    from openvica_sim.data.synthetic import random_commanded_drive, random_piecewise_commands, render_commands
+
+    turns, accels, offsets = [], [], []
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        drive = random_commanded_drive(rng, seconds=10)
+        speed, yaw = random_piecewise_commands(rng, drive, 39)
+        assert speed.shape == yaw.shape == (39,) and np.all((speed >= 0) & (speed <= 30))
+        clip = render_commands(drive, speed, yaw, height=32, width=32)
+        np.testing.assert_allclose(clip.speed_mps[1:], speed, atol=1e-4)  # frame k + 1: command k
+        np.testing.assert_allclose(clip.yaw_rate_rps[1:], yaw, atol=1e-4)
+        turns.append(yaw - drive.curvature_at(clip.track.s_m[:-1]) * speed)  # yaw rate off the road's bend
+        accels.append(np.diff(speed) * 4)
+        offsets.append(np.abs(clip.lateral_m).max())
+    turns, accels = np.concatenate(turns), np.concatenate(accels)
+    # the bend is read where the commands expect the ego to be: all but a few steps across a change of bend
+    assert np.mean(np.abs(turns) <= 0.3 + 1e-6) > 0.95 and (turns < -0.04).any() and (turns > 0.04).any()
+    assert accels.min() >= -6.0 - 1e-6 and accels.max() <= 2.5 + 1e-6 and accels.min() < -1 and accels.max() > 0.5
+    assert max(offsets) < 20  # turns head back toward the road before the ego is far off it

@@ -33,6 +33,21 @@ def test_a_commanded_drive_moves_and_a_cruise_one_keeps_its_lane(tmp_path, test_
     assert yaw_spread[0] > yaw_spread[1]  # the commanded ego swerves and changes lane; the cruiser's bend is constant
 
 
+def test_a_piecewise_drive_is_the_commanded_worlds_road_under_open_loop_commands(tmp_path, test_bundle):
+    from openvica_sim.data.synthetic import random_commanded_drive, random_piecewise_commands
+
+    index = write_synthetic_store(tmp_path / "p.zarr", test_bundle, num_drives=1, seconds=3, seed=5, world="piecewise",
+                                  progress=False)
+    assert index["clips"][0]["source"] == "synthetic (piecewise)"
+    store = TokenStore(tmp_path / "p.zarr")
+    clip = store.clip(store.clip_ids[0])
+    rng = np.random.default_rng([5, 0])  # drive 0 of seed 5, as the store draws it
+    drive = random_commanded_drive(rng, 3)
+    speed, yaw = random_piecewise_commands(rng, drive, 11)
+    np.testing.assert_allclose(clip["speed_mps"][1:], speed, atol=1e-4)
+    np.testing.assert_allclose(clip["yaw_rate_rps"][1:], yaw, atol=1e-4)
+
+
 def test_a_shard_that_finishes_first_says_its_count_is_not_the_whole_store(tmp_path, test_bundle, capsys):
     from openvica_sim.bundle import save_bundle
     from openvica_sim.cli import main

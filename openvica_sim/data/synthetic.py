@@ -37,6 +37,8 @@ ROADSIDE_SPACING_M = 18.0  # one pole or tree every so many metres, alternating 
 SUBSTEPS_PER_S = 40  # integration step of the ego's motion
 ACCEL_MPS2, DECEL_MPS2 = 2.5, 6.0  # the driver's limits
 STEER_GAIN, LANE_GAIN, MAX_HEADING_RAD = 2.5, 0.35, 0.12  # the lane keeper (see _driver_yaw_rate)
+MAX_TURN_HEADING_RAD, MAX_TURN_LATERAL_MPS = 0.25, 3.0  # where the open-loop commands' turns stop: a heading
+# against the road, and one that would cross it faster than this (`random_piecewise_commands`)
 PALETTES = {  # sky top, sky horizon, road, grass, marking
     "day": ((90, 140, 220), (190, 215, 240), (95, 95, 100), (70, 130, 60), (235, 235, 235)),
     "dusk": ((60, 50, 110), (240, 150, 90), (70, 65, 70), (50, 80, 45), (210, 200, 180)),
@@ -228,6 +230,40 @@ def random_commanded_drive(rng: np.random.Generator, seconds: float = 10.0) -> D
                  num_cars=base.num_cars, road=tuple(bends), lane_offset_m=start_lane,
                  manoeuvres=((Manoeuvre(0.0, "lane", start_lane),) + tuple(manoeuvres)),
                  steer_noise_rps=float(rng.uniform(0.0, 0.02)))
+
+
+def random_piecewise_commands(rng: np.random.Generator, drive: Drive, num_steps: int, fps: float = 4.0
+                              ) -> tuple[np.ndarray, np.ndarray]:
+    """Open-loop ego commands (speed m/s, yaw rate rad/s; (num_steps,) each, for `render_commands`) that no lane
+    keeper smooths: segments of 0.5 to 2.5 s, each holding, braking (2 to 6 m/s^2) or speeding up (1 to 2.5 m/s^2)
+    and following the road's bend or turning off it at 0.05 to 0.3 rad/s. What such a command does shows in the very
+    next frame and no frame before it tells: the frames a world model learns its commands from (the counterfactual
+    branches of `metrics.ego` turn at 0.3 rad/s and brake at 4 m/s^2). Turns mostly head back toward the road when
+    the ego would be off it within 2 s, and stop at a heading of MAX_TURN_HEADING_RAD against it, less at speed
+    (MAX_TURN_LATERAL_MPS across it)."""
+    dt = 1.0 / fps
+    speed, yaw = np.zeros(num_steps), np.zeros(num_steps)
+    v, s, k = float(drive.speed_mps), float(drive.start_m), 0
+    psi, d = 0.0, float(drive.lane_offset_m)  # heading against the road and offset, as `_simulate` integrates them
+    while k < num_steps:
+        steps = max(1, int(round(rng.uniform(0.5, 2.5) * fps)))
+        kind = str(rng.choice(["hold", "brake", "speed up"], p=[0.4, 0.3, 0.3]))
+        rate = {"hold": 0.0, "brake": -rng.uniform(2.0, 6.0), "speed up": rng.uniform(1.0, 2.5)}[kind]
+        turn = 0.0 if rng.random() < 0.4 else float(rng.uniform(0.05, 0.3))
+        aim = d + 2.0 * max(v, 2.0) * np.sin(psi)  # where the ego will be in 2 s
+        back = abs(aim) > LANE_WIDTH_M and rng.random() < 0.8
+        turn *= -np.sign(aim) if back else float(rng.choice([-1, 1]))
+        for _ in range(min(steps, num_steps - k)):
+            v_next = float(np.clip(v + rate * dt, 0.0, 30.0))
+            speed[k] = (v + v_next) / 2  # held over the step: the ground truth of the frame it leads to
+            limit = min(MAX_TURN_HEADING_RAD, MAX_TURN_LATERAL_MPS / max(speed[k], 1.0))
+            w = turn if abs(psi + turn * dt) <= limit else 0.0
+            yaw[k] = float(drive.curvature_at(s)) * speed[k] + w
+            s += speed[k] * np.cos(psi) * dt
+            d += speed[k] * np.sin(psi) * dt
+            psi += w * dt
+            v, k = v_next, k + 1
+    return speed, yaw
 
 
 # ---- the ego's motion -----------------------------------------------------------------------------------------------

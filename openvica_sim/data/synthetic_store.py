@@ -4,7 +4,9 @@
 
 Drive i is drawn from `default_rng([S, i])`: with world="commanded" (the default) `random_commanded_drive`, an ego
 that changes speed and lane and swerves on a road of changing bends; with world="cruise" `random_drive`, the drive of
-`openvica synthetic bdd100k --seed S` video i (a lane keeper on a road of constant bend). It is rendered at 640x360
+`openvica synthetic bdd100k --seed S` video i (a lane keeper on a road of constant bend); with world="piecewise" the
+commanded world's drive driven open loop by `random_piecewise_commands` (brakes, starts and turns off the road's bend
+that show in the next frame, and that no frame before tells). It is rendered at 640x360
 with the focal length that frame has after the paper's 0.5 downscale of 1280x720, and centre-cropped to 256x256:
 the view `preprocess` makes of the BDD100K-layout video, without its H.264 coding. The store holds what
 `openvica data ingest --store-frames` writes (tokens, frames, ego speed and yaw rate, frame times, attributes) plus
@@ -24,9 +26,9 @@ import torch
 from openvica_sim.frames import CropView, boxes_to_model_view, center_crop, preprocess
 
 from .store import PartWriter, check_shard, consolidate
-from .synthetic import random_commanded_drive, random_drive, render_drive
+from .synthetic import random_commanded_drive, random_drive, random_piecewise_commands, render_commands, render_drive
 
-WORLDS = ("commanded", "cruise")
+WORLDS = ("commanded", "cruise", "piecewise")
 
 RENDER_HEIGHT, RENDER_WIDTH = 360, 640  # BDD100K's 1280x720 after the paper's 0.5 downscale
 RENDER_FOCAL_PX = 0.8 * 1280 * 0.5  # bdd_layout renders 1280 wide with focal 0.8 * width
@@ -69,9 +71,14 @@ def write_synthetic_store(out: str | os.PathLike, tokenizer, num_drives: int = 8
     started = time.perf_counter()
     for i in bar:
         rng = np.random.default_rng([seed, i])  # as bdd_layout.write_bdd100k draws video i
-        drive = random_commanded_drive(rng, seconds) if world == "commanded" else random_drive(rng)
-        clip = render_drive(drive, num_frames, fps=fps, height=RENDER_HEIGHT, width=RENDER_WIDTH,
-                            rng_seed=int(rng.integers(2**31)), focal_px=RENDER_FOCAL_PX)
+        drive = random_drive(rng) if world == "cruise" else random_commanded_drive(rng, seconds)
+        if world == "piecewise":  # the commanded world's roads and weather, open-loop commands instead of its driver
+            speed, yaw = random_piecewise_commands(rng, drive, num_frames - 1, fps)
+            clip = render_commands(drive, speed, yaw, fps=fps, height=RENDER_HEIGHT, width=RENDER_WIDTH,
+                                   rng_seed=int(rng.integers(2**31)), focal_px=RENDER_FOCAL_PX)
+        else:
+            clip = render_drive(drive, num_frames, fps=fps, height=RENDER_HEIGHT, width=RENDER_WIDTH,
+                                rng_seed=int(rng.integers(2**31)), focal_px=RENDER_FOCAL_PX)
         frames = np.ascontiguousarray(center_crop(clip.frames.transpose(0, 3, 1, 2), size).transpose(0, 2, 3, 1))
         tokens = np.concatenate([tokenizer.encode(preprocess(frames[k:k + batch_size]).to(param.device, param.dtype))
                                  .cpu().numpy().astype(np.uint16) for k in range(0, num_frames, batch_size)])
