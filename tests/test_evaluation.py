@@ -159,17 +159,23 @@ def test_adherence_of_a_bundle_that_ignores_commands_is_exactly_chance(bundle_di
     assert result["settings"]["ego_probe_accuracy"] == {"speed_mae_mps": 1.0}
 
 
-def test_adherence_with_commands_the_world_model_cannot_tell_apart_is_chance(action_bundle, ego_probe, tmp_path):
-    """An action-conditioned bundle whose ego ids all embed alike: the commands reach the WM but say nothing."""
+def ego_ids_alike(bundle):
+    """A copy of an action-conditioned bundle whose ego ids (the "unknown" ones too) all embed alike: the commands
+    reach the WM but say nothing."""
     import copy
 
-    bundle = copy.deepcopy(action_bundle)
+    bundle = copy.deepcopy(bundle)
     coding, config = bundle.action_coding, bundle.world_model.config
     first = config.vision_id(coding.first_vision_id)
     with torch.no_grad():
         rows = bundle.world_model.llama.model.embed_tokens.weight[first:first + coding.num_ids]
         rows[:] = rows[0]
-    path = save_bundle(bundle, tmp_path / "bundle")
+    return bundle
+
+
+def test_adherence_with_commands_the_world_model_cannot_tell_apart_is_chance(action_bundle, ego_probe, tmp_path):
+    """An action-conditioned bundle whose ego ids all embed alike: the commands reach the WM but say nothing."""
+    path = save_bundle(ego_ids_alike(action_bundle), tmp_path / "bundle")
     result = evaluate_video(VideoEvalSettings(bundle=str(path), clips=str(embedded.clips_path()), limit=3,
                                               num_frames=2, decoders=["dec"], transcode=False, ego_probe=ego_probe),
                             tmp_path / "eval", progress=False)
@@ -181,16 +187,14 @@ def test_adherence_with_commands_the_world_model_cannot_tell_apart_is_chance(act
 def test_ego_information_is_what_the_true_ego_ids_save_the_world_model_on_the_real_frames(action_bundle, tmp_path):
     """Teacher-forced surprise at the real continuation is taken with the clip's own ego motion, and again with every
     ego id "unknown": the difference is what the commands tell the WM. Exactly 0 when the ego ids all embed alike,
-    absent for a bundle without ego ids."""
-    import copy
-
+    absent without the transcoding rows (which score the real frames)."""
     from openvica_sim.data.clips import FolderClips
 
-    def evaluate(bundle, name):
+    def evaluate(bundle, name, **overrides):
         path = save_bundle(bundle, tmp_path / name)
-        return evaluate_video(VideoEvalSettings(bundle=str(path), clips=str(embedded.clips_path()), limit=2,
-                                                num_frames=2, decoders=["dec"], top_k=[1]), tmp_path / f"{name}-eval",
-                              progress=False)
+        settings = {"limit": 2, "num_frames": 2, **overrides}
+        return evaluate_video(VideoEvalSettings(bundle=str(path), clips=str(embedded.clips_path()), decoders=["dec"],
+                                                top_k=[1], **settings), tmp_path / f"{name}-eval", progress=False)
 
     result = evaluate(action_bundle, "conditioned")
     info = result["ego_information"]
@@ -206,17 +210,8 @@ def test_ego_information_is_what_the_true_ego_ids_save_the_world_model_on_the_re
     assert tok_dec["surprise"] == pytest.approx(info["surprise_with_ego"])
     assert tok_dec["surprise"] == pytest.approx(float(np.mean(expected)), rel=1e-6)
 
-    blind = copy.deepcopy(action_bundle)
-    coding, config = blind.action_coding, blind.world_model.config
-    first = config.vision_id(coding.first_vision_id)
-    with torch.no_grad():
-        rows = blind.world_model.llama.model.embed_tokens.weight[first:first + coding.num_ids]
-        rows[:] = rows[0]
-    assert evaluate(blind, "blind")["ego_information"]["nats_per_code"] == 0.0
-    assert evaluate_video(VideoEvalSettings(bundle=str(save_bundle(copy.deepcopy(action_bundle), tmp_path / "x")),
-                                            clips=str(embedded.clips_path()), limit=1, num_frames=1, decoders=["dec"],
-                                            top_k=[1], transcode=False), tmp_path / "x-eval",
-                          progress=False)["ego_information"] is None
+    assert evaluate(ego_ids_alike(action_bundle), "alike")["ego_information"]["nats_per_code"] == 0.0
+    assert evaluate(action_bundle, "untranscoded", limit=1, num_frames=1, transcode=False)["ego_information"] is None
 
 
 def test_eval_images_gives_the_tok_dec_reconstruction_row(bundle_dir, feature_networks, tmp_path):
